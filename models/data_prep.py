@@ -1,0 +1,369 @@
+"""Raw review files to CoLLM/RecCocktail splits in DuckDB: ingestion with quarantine, labels,
+domain slices, temporal splits with histories and warm/cold flags. No Dagster here."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import sql
+from models.config import ConfigError, DatasetConfig, DomainConfig, SplitSpec
+
+QUARANTINE_REASONS = (
+    "malformed_line",
+    "missing_user",
+    "missing_item",
+    "non_numeric_rating",
+    "rating_out_of_range",
+    "unparseable_timestamp",
+    "item_without_title",
+)
+SPLITS = ("train", "valid", "test")
+
+# Per-format defaults: file names (or globs), column names, encoding, timestamp unit.
+_FORMAT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "movielens_dat": {
+        "files": {"interactions": "ratings.dat*", "items": "movies.dat*"},
+        "encoding": "latin-1",
+    },
+    "movielens_csv": {
+        "files": {"interactions": "ratings.csv*", "items": "movies.csv*"},
+        "fields": {"user": "userId", "item": "movieId", "rating": "rating", "timestamp": "timestamp",
+                   "item_id": "movieId", "title": "title", "categories": "genres"},
+        "delim": ",",
+        "quote": '"',
+    },
+    "recbole_atomic": {
+        "files": {"interactions": "*.inter*", "items": "*.item*"},
+        "fields": {"user": "user_id", "item": "item_id", "rating": "rating", "timestamp": "timestamp",
+                   "item_id": "item_id", "title": "title"},
+        "delim": "\t",
+        "quote": "",
+    },
+    "amazon2018": {"files": {"interactions": "*.json*", "items": "meta_*.json*"}},
+    "amazon2023": {"files": {"interactions": "*.jsonl*", "items": "meta_*.jsonl*"}, "timestamp_unit": "ms"},
+    "table": {
+        "fields": {"user": "user_id", "item": "item_id", "rating": "rating", "timestamp": "timestamp",
+                   "item_id": "item_id", "title": "title"},
+        "delim": ",",
+        "quote": '"',
+    },
+}
+
+
+def connect(path: Path | str = ":memory:", read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """A warehouse connection with the tables in place and UTC as the session time zone."""
+    if path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(path), read_only=read_only)
+    con.execute("SET TimeZone = 'UTC'")
+    if not read_only:
+        sql.run(con, "schema")
+    return con
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class SourceFiles:
+    interactions: Path
+    items: Path
+
+    def hashes(self) -> dict[str, str]:
+        return {str(p): file_sha256(p) for p in {self.interactions, self.items}}
+
+
+def _resolve(location: Path, pattern: str, exclude_prefix: str | None, what: str, dataset: str) -> Path:
+    if location.is_file():
+        return location
+    if not location.exists():
+        raise ConfigError(f"datasets.{dataset}: source folder {location} does not exist")
+    direct = location / pattern
+    if direct.is_file():
+        return direct
+    matches = sorted(
+        p for p in location.glob(pattern)
+        if p.is_file() and not (exclude_prefix and p.name.startswith(exclude_prefix))
+    )
+    if len(matches) != 1:
+        found = ", ".join(p.name for p in matches) or "none"
+        raise ConfigError(
+            f"datasets.{dataset}: expected one {what} file matching {pattern!r} in {location}, "
+            f"found {found}; name it under datasets.{dataset}.files.{what}"
+        )
+    return matches[0]
+
+
+def source_files(ds: DatasetConfig) -> SourceFiles:
+    defaults = _FORMAT_DEFAULTS[ds.format].get("files", {})
+    names = {**defaults, **ds.files}
+    if "interactions" not in names:
+        raise ConfigError(f"datasets.{ds.name}.files.interactions is required for format {ds.format}")
+    meta_prefix = "meta_" if ds.format.startswith("amazon") else None
+    inter = _resolve(ds.location, names["interactions"], meta_prefix, "interactions", ds.name)
+    items_name = names.get("items")
+    items = _resolve(ds.location, items_name, None, "items", ds.name) if items_name else inter
+    return SourceFiles(inter, items)
+
+
+def _fields(ds: DatasetConfig) -> dict[str, str | None]:
+    return {**_FORMAT_DEFAULTS[ds.format].get("fields", {}), **ds.fields}
+
+
+def _encoding(ds: DatasetConfig) -> str:
+    return ds.encoding or _FORMAT_DEFAULTS[ds.format].get("encoding", "utf-8")
+
+
+def _timestamp_unit(ds: DatasetConfig) -> str:
+    return ds.timestamp_unit or _FORMAT_DEFAULTS[ds.format].get("timestamp_unit", "s")
+
+
+def _read_table(con: duckdb.DuckDBPyConnection, ds: DatasetConfig, path: Path) -> list[str]:
+    """Load a tabular file into temp table `src` (all VARCHAR); return its column names."""
+    if path.suffix == ".parquet":
+        sql.run(con, "read_parquet_rows", path=str(path))
+    else:
+        d = _FORMAT_DEFAULTS[ds.format]
+        sql.run(con, "read_csv_rows", path=str(path), delim=ds.delimiter or d["delim"],
+                quote=d["quote"], encoding=_encoding(ds))
+    cols = [r[0] for r in con.execute("DESCRIBE src").fetchall() if r[0] != "source_row"]
+    if ds.format == "recbole_atomic":  # RecBole headers are typed: "rating:float"
+        for c in cols:
+            con.execute(f"ALTER TABLE src RENAME {sql.quote_ident(c)} TO {sql.quote_ident(c.split(':')[0])}")
+        cols = [c.split(":")[0] for c in cols]
+    return cols
+
+
+def _project(con: duckdb.DuckDBPyConnection, ds: DatasetConfig, path: Path,
+             cols: list[str], wanted: dict[str, str | None], required: set[str]) -> None:
+    """Replace `src` by the canonical columns; a mapped column missing from the file is an error."""
+    parts = []
+    for canonical, source in wanted.items():
+        if source is None:
+            if canonical in required:
+                raise ConfigError(f"datasets.{ds.name}.fields: '{canonical}' must name a column of {path.name}")
+            default = "'1'" if canonical == "rating" else "NULL"  # no rating column: implicit feedback
+            parts.append(f"{default}::VARCHAR AS {canonical}")
+        elif source not in cols:
+            raise ConfigError(
+                f"datasets.{ds.name}: {path.name} has no column {source!r} (for {canonical}); "
+                f"its columns are {cols}. Set datasets.{ds.name}.fields."
+            )
+        else:
+            parts.append(f"{sql.quote_ident(source)} AS {canonical}")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE src AS SELECT {', '.join(parts)}, source_row FROM src")
+
+
+def _stage(con: duckdb.DuckDBPyConnection, ds: DatasetConfig, files: SourceFiles) -> None:
+    """Fill temp tables stage_interactions and stage_items from the dataset's files."""
+    enc = _encoding(ds)
+    if ds.format in ("movielens_dat", "amazon2018", "amazon2023"):
+        for path, name in ((files.interactions, f"stage_{ds.format}"), (files.items, f"stage_{ds.format}_items")):
+            sql.run(con, "read_lines", path=str(path), encoding=enc)
+            sql.run(con, name, source_file=path.name)
+        return
+    f = _fields(ds)
+    cols = _read_table(con, ds, files.interactions)
+    _project(con, ds, files.interactions, cols,
+             {"user_id": f.get("user"), "item_id": f.get("item"), "rating": f.get("rating"),
+              "ts": f.get("timestamp")}, required={"user_id", "item_id", "ts"})
+    sql.run(con, "stage_table", source_file=files.interactions.name)
+    cols = _read_table(con, ds, files.items)
+    item_key = f.get("item_id") if files.items != files.interactions else f.get("item")
+    _project(con, ds, files.items, cols,
+             {"item_id": item_key, "title": f.get("title"), "year": f.get("year"),
+              "categories": f.get("categories")}, required={"item_id", "title"})
+    sql.run(con, "stage_table_items", source_file=files.items.name, separator=ds.categories_separator)
+
+
+@dataclass
+class IngestReport:
+    dataset: str
+    files: dict[str, str]  # path -> sha256
+    interaction_rows_read: int
+    item_rows_read: int
+    interactions_loaded: int
+    items_loaded: int
+    quarantined: dict[str, int]  # "interaction:reason" / "item:reason" -> count
+    duplicate_items_collapsed: int
+
+    @property
+    def quarantined_interactions(self) -> int:
+        return sum(v for k, v in self.quarantined.items() if k.startswith("interaction:"))
+
+
+def ingest_dataset(con: duckdb.DuckDBPyConnection, ds: DatasetConfig) -> IngestReport:
+    """Read a dataset's raw files into raw_interactions / raw_items; bad rows go to quarantine.
+
+    Parsing happens in temp tables; the swap of the dataset's rows is one transaction, so a crash
+    at any point leaves the warehouse as it was."""
+    files = source_files(ds)
+    unit = _timestamp_unit(ds)
+    _stage(con, ds, files)
+    sql.run(con, "validate_interactions", rating_min=ds.rating_range[0], rating_max=ds.rating_range[1],
+            timestamp_unit=unit,
+            timestamp_unit_name={"s": "Unix time in seconds", "ms": "Unix time in milliseconds"}.get(unit, "date-time"))
+    sql.run(con, "validate_items")
+    con.execute("BEGIN TRANSACTION")
+    try:
+        sql.run(con, "commit_raw", dataset=ds.name)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    q = dict(con.execute(
+        "SELECT kind || ':' || reason, count(*) FROM quarantine WHERE dataset = $d AND stage = 'raw' GROUP BY 1",
+        {"d": ds.name}).fetchall())
+    n_inter = con.execute("SELECT count(*) FROM checked_interactions").fetchone()[0]
+    n_items = con.execute("SELECT count(*) FROM checked_items").fetchone()[0]
+    good_items = con.execute("SELECT count(*) FROM checked_items WHERE reason IS NULL").fetchone()[0]
+    loaded_i = con.execute("SELECT count(*) FROM raw_interactions WHERE dataset = $d", {"d": ds.name}).fetchone()[0]
+    loaded_it = con.execute("SELECT count(*) FROM raw_items WHERE dataset = $d", {"d": ds.name}).fetchone()[0]
+    return IngestReport(
+        dataset=ds.name,
+        files=files.hashes(),
+        interaction_rows_read=n_inter,
+        item_rows_read=n_items,
+        interactions_loaded=loaded_i,
+        items_loaded=loaded_it,
+        quarantined=q,
+        duplicate_items_collapsed=good_items - loaded_it,
+    )
+
+
+def build_interactions(con: duckdb.DuckDBPyConnection, ds: DatasetConfig) -> dict[str, int]:
+    """Label, de-duplicate and title one dataset's raw rows into `interactions` (one transaction)."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        sql.run(con, "interactions", dataset=ds.name, label_threshold=ds.label_threshold)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    raw = con.execute("SELECT count(*) FROM raw_interactions WHERE dataset = $d", {"d": ds.name}).fetchone()[0]
+    untitled = con.execute("SELECT count(*) FROM titled WHERE title IS NULL").fetchone()[0]
+    kept = con.execute("SELECT count(*) FROM interactions WHERE dataset = $d", {"d": ds.name}).fetchone()[0]
+    return {"raw_rows": raw, "item_without_title": untitled, "duplicates_collapsed": raw - untitled - kept,
+            "rows": kept}
+
+
+def quarantine_share(con: duckdb.DuckDBPyConnection, dataset: str) -> tuple[float, int, int, dict[str, int]]:
+    """(share, quarantined, input rows, counts by reason) over a dataset's interaction rows."""
+    by_reason = dict(con.execute(
+        "SELECT reason, count(*) FROM quarantine WHERE dataset = $d AND kind = 'interaction' GROUP BY 1 ORDER BY 1",
+        {"d": dataset}).fetchall())
+    bad = sum(by_reason.values())
+    good = con.execute("SELECT count(*) FROM raw_interactions WHERE dataset = $d", {"d": dataset}).fetchone()[0]
+    untitled = by_reason.get("item_without_title", 0)  # counted in raw_interactions already
+    total = good + bad - untitled
+    return (bad / total if total else 0.0), bad, total, by_reason
+
+
+def build_domain(con: duckdb.DuckDBPyConnection, dom: DomainConfig) -> int:
+    con.execute("BEGIN TRANSACTION")
+    try:
+        sql.run(con, "domain_interactions", domain=dom.name, dataset=dom.dataset, category=dom.category)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return con.execute("SELECT count(*) FROM domain_interactions WHERE domain = $d", {"d": dom.name}).fetchone()[0]
+
+
+def origin_month(con: duckdb.DuckDBPyConnection, table: str, key: str, value: str, spec: SplitSpec) -> int:
+    """Month index (year*12 + month-1) of slot 0: the config's `origin` or the data's first month."""
+    if spec.params.get("origin"):
+        year, month = (int(x) for x in str(spec.params["origin"]).split("-")[:2])
+        return year * 12 + month - 1
+    assert table in ("interactions", "domain_interactions") and key in ("dataset", "domain")
+    row = con.execute(
+        f"SELECT min(year(make_timestamp(ts * 1000000)) * 12 + month(make_timestamp(ts * 1000000)) - 1) "
+        f"FROM {table} WHERE {key} = $v", {"v": value}).fetchone()
+    if row[0] is None:
+        raise ValueError(f"no interactions for {key} {value!r}: nothing to split")
+    return int(row[0])
+
+
+def assign_split(con: duckdb.DuckDBPyConnection, domain: str, spec: SplitSpec, origin: int | None = None) -> None:
+    """Fill temp table `assigned` with the domain's rows the protocol keeps and their split."""
+    p = spec.params
+    if spec.protocol == "month_window":
+        sql.run(con, "split_month_window", domain=domain, origin_month=origin,
+                train_lo=p["train_slots"][0], train_hi=p["train_slots"][1],
+                valid_lo=p["valid_slots"][0], valid_hi=p["valid_slots"][1],
+                test_lo=p["test_slots"][0], test_hi=p["test_slots"][1])
+    elif spec.protocol == "date_cutoff":
+        sql.run(con, "split_date_cutoff", domain=domain, start=str(p["start"]), end=str(p["end"]),
+                train_end=str(p["train_end"]), min_user_records=int(p["min_user_records"]),
+                min_item_records=int(p["min_item_records"]))
+    else:
+        sql.run(con, "split_leave_one_out", domain=domain, min_user_records=max(3, int(p["min_user_records"])))
+
+
+SPLIT_ORDER = "CASE split WHEN 'train' THEN 0 WHEN 'valid' THEN 1 ELSE 2 END, user_id, ts, item_id"
+
+
+def build_split(con: duckdb.DuckDBPyConnection, domain: str, spec: SplitSpec, out_path: Path,
+                origin: int | None = None, warm_threshold: int = 3, history_length: int = 10) -> dict[str, Any]:
+    """Split one domain, attach histories and flags, and write the rows to a Parquet file.
+
+    The file is written next to its final name and renamed into place, so a reader never sees a
+    half-written split. Returns per-split statistics."""
+    if history_length < 1:
+        raise ConfigError("settings.history_length must be at least 1")
+    assign_split(con, domain, spec, origin)
+    sql.run(con, "split_finish", warm_threshold=warm_threshold, history_length=history_length)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_suffix(f".tmp-{os.getpid()}")
+    table: pa.Table = con.execute(f"SELECT * FROM split_rows ORDER BY {SPLIT_ORDER}").fetch_arrow_table()
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, out_path)
+    return split_stats(con)
+
+
+def split_stats(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    rows = con.execute("""
+        SELECT split, count(*), avg(label), count(DISTINCT user_id), count(DISTINCT item_id),
+               sum(not_cold::INT), sum(warm::INT), min(ts), max(ts), avg(len(history_item_ids))
+        FROM split_rows GROUP BY split""").fetchall()
+    stats: dict[str, Any] = {}
+    for split, n, pos, users, items, not_cold, warm, t0, t1, hist in rows:
+        stats[split] = {"rows": n, "positive_rate": float(pos), "users": users, "items": items,
+                        "not_cold": int(not_cold), "cold": n - int(not_cold), "warm": int(warm),
+                        "ts_min": t0, "ts_max": t1, "mean_history_length": float(hist)}
+    return {s: stats.get(s, {"rows": 0}) for s in SPLITS}
+
+
+@dataclass
+class TableSummary:
+    rows: int
+    users: int
+    items: int
+    positive_rate: float | None
+    ts_min: int | None
+    ts_max: int | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def summarize(con: duckdb.DuckDBPyConnection, table: str, key: str, value: str) -> TableSummary:
+    """Row, user and item counts, positive rate and time range of one dataset's or domain's rows."""
+    assert table in ("raw_interactions", "interactions", "domain_interactions") and key in ("dataset", "domain")
+    has_label = table != "raw_interactions"
+    r = con.execute(
+        f"SELECT count(*), count(DISTINCT user_id), count(DISTINCT item_id), "
+        f"{'avg(label)' if has_label else 'NULL'}, min(ts), max(ts) FROM {table} WHERE {key} = $v",
+        {"v": value}).fetchone()
+    return TableSummary(r[0], r[1], r[2], None if r[3] is None else float(r[3]), r[4], r[5])

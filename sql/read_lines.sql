@@ -1,0 +1,7 @@
+-- Every line of a text file (plain or .gz) as one VARCHAR, numbered from 1; parsing happens later
+-- so that a corrupted line becomes a quarantined row instead of an aborted read.
+CREATE OR REPLACE TEMP TABLE src_lines AS
+SELECT line, row_number() OVER () AS source_row
+FROM read_csv($path, columns = {'line': 'VARCHAR'}, delim = E'\x01', header = false, quote = '',
+              escape = '', auto_detect = false, encoding = $encoding, compression = 'auto',
+              max_line_size = 16777216);
