@@ -1,0 +1,108 @@
+"""Domain-level assets: a domain's slice of its dataset, then its temporal split with histories."""
+
+
+import dagster as dg
+import pyarrow.parquet as pq
+
+from assets import _metadata as meta
+from models import data_prep
+from models.config import ProjectConfig
+from orchestration.partitions import dataset_to_domains, domain_partitions
+from orchestration.resources import ProjectResource
+
+CODE_VERSION = meta.code_version(data_prep)
+
+
+def split_path(project: ProjectResource, domain: str):
+    return project.artifact_dir("domains", domain) / "split.parquet"
+
+
+def build_split_assets(cfg: ProjectConfig) -> list:
+    partitions = domain_partitions(cfg)
+
+    @dg.asset(
+        deps=[dg.AssetDep("interactions", partition_mapping=dataset_to_domains(cfg))],
+        partitions_def=partitions,
+        code_version=CODE_VERSION,
+        pool="duckdb_writer",
+        kinds={"duckdb"},
+        group_name="domains",
+        description="One domain's interactions: all of its dataset, or the items of one category.",
+    )
+    def domain_interactions(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
+        dom = project.config.domains[context.partition_key]
+        with project.connect() as con:
+            n = data_prep.build_domain(con, dom)
+            if n == 0:
+                raise dg.Failure(
+                    f"domain {dom.name!r} selects no rows of dataset {dom.dataset!r} "
+                    f"(filter category={dom.category!r}); check domains.{dom.name}.filter in the config")
+            return dg.MaterializeResult(
+                metadata={
+                    "dataset": dom.dataset,
+                    "category": dom.category or "all",
+                    "role": dom.role,
+                    "item_noun": dom.item_noun,
+                    **meta.summary_metadata(data_prep.summarize(con, "domain_interactions", "domain", dom.name)),
+                    "dagster/column_schema": meta.table_schema(con, "domain_interactions"),
+                    "preview": meta.preview(con, "SELECT * FROM domain_interactions WHERE domain = $d", {"d": dom.name}),
+                },
+                data_version=dg.DataVersion(meta.table_data_version(
+                    con, "domain_interactions", "domain", dom.name, "user_id, item_id, rating, ts, label, title")),
+            )
+
+    @dg.asset(
+        deps=[domain_interactions],
+        partitions_def=partitions,
+        code_version=CODE_VERSION,
+        pool="duckdb_writer",
+        kinds={"duckdb", "parquet"},
+        group_name="domains",
+        description="Train/valid/test rows by the domain's split protocol, each with the last "
+                    "`history_length` earlier positive items, the not_cold and warm flags. "
+                    "Written to <data dir>/domains/<domain>/split.parquet.",
+    )
+    def temporal_split(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
+        cfg_ = project.config
+        dom = cfg_.domains[context.partition_key]
+        out = split_path(project, dom.name)
+        with project.connect() as con:
+            origin = None
+            if dom.split.protocol == "month_window":
+                origin = data_prep.origin_month(con, "interactions", "dataset", dom.dataset, dom.split)
+            stats = data_prep.build_split(con, dom.name, dom.split, out, origin=origin,
+                                          warm_threshold=cfg_.warm_threshold,
+                                          history_length=cfg_.history_length)
+            for split in data_prep.SPLITS:
+                s = stats[split]
+                context.log.info(f"{dom.name} {split}: {s['rows']} rows")
+            if any(stats[s]["rows"] == 0 for s in data_prep.SPLITS):
+                raise dg.Failure(
+                    f"domain {dom.name!r}: the {dom.split.protocol} protocol left an empty split "
+                    f"({ {s: stats[s]['rows'] for s in data_prep.SPLITS} }); check its split settings",
+                )
+            md = {
+                "protocol": dom.split.protocol,
+                "protocol_params": dg.MetadataValue.json({k: v for k, v in dom.split.params.items()}),
+                "warm_threshold": cfg_.warm_threshold,
+                "warm_rule": f"user and item each have more than {cfg_.warm_threshold} train records",
+                "history_length": cfg_.history_length,
+                "dagster/row_count": sum(stats[s]["rows"] for s in data_prep.SPLITS),
+            }
+            for split in data_prep.SPLITS:
+                s = stats[split]
+                for key in ("rows", "users", "items", "not_cold", "cold", "warm"):
+                    md[f"{split}/{key}"] = s[key]
+                md[f"{split}/positive_rate"] = round(s["positive_rate"], 4)
+                md[f"{split}/time_range"] = f"{meta.iso(s['ts_min'])} .. {meta.iso(s['ts_max'])}"
+            md["preview"] = meta.preview(con, f"SELECT * FROM split_rows ORDER BY {data_prep.SPLIT_ORDER}", {})
+        digest = data_prep.file_sha256(out)
+        md.update({
+            "path": dg.MetadataValue.path(str(out)),
+            "size_bytes": out.stat().st_size,
+            "sha256": digest,
+            "dagster/column_schema": meta.arrow_schema(pq.read_schema(out)),
+        })
+        return dg.MaterializeResult(metadata=md, data_version=dg.DataVersion(digest[:16]))
+
+    return [domain_interactions, temporal_split]

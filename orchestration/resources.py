@@ -1,0 +1,54 @@
+"""The project resource: where the data directory, the config file and the warehouse are."""
+
+from __future__ import annotations
+
+import time
+from functools import cached_property
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+
+from models import data_prep
+from models.config import ProjectConfig, Settings, load_config
+
+
+class ProjectResource(dg.ConfigurableResource):
+    """Settings every asset shares. Defaults come from LLMREC_* environment variables (README)."""
+
+    data_dir: str
+    config_path: str
+    profile: str = "demo"
+    # another run may hold DuckDB's single-writer lock; wait this long for it before failing
+    lock_wait_s: float = 600.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> "ProjectResource":
+        s = settings or Settings.from_env()
+        return cls(data_dir=str(s.data_dir), config_path=str(s.config_path), profile=s.profile)
+
+    @cached_property
+    def config(self) -> ProjectConfig:
+        return load_config(Path(self.config_path))
+
+    @property
+    def root(self) -> Path:
+        return Path(self.data_dir)
+
+    def artifact_dir(self, *parts: str) -> Path:
+        path = self.root.joinpath(*parts)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def connect(self, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+        """Open the warehouse, waiting (with backoff) while another process holds the write lock."""
+        deadline = time.monotonic() + self.lock_wait_s
+        delay = 0.2
+        while True:
+            try:
+                return data_prep.connect(self.root / "warehouse.duckdb", read_only=read_only)
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
