@@ -110,6 +110,8 @@ def _resolve(location: Path, pattern: str, exclude_prefix: str | None, what: str
 def source_files(ds: DatasetConfig) -> SourceFiles:
     defaults = _FORMAT_DEFAULTS[ds.format].get("files", {})
     names = {**defaults, **ds.files}
+    if ds.location.is_file():  # one file holds the interactions and the item columns
+        return SourceFiles(ds.location, ds.location)
     if "interactions" not in names:
         raise ConfigError(f"datasets.{ds.name}.files.interactions is required for format {ds.format}")
     meta_prefix = "meta_" if ds.format.startswith("amazon") else None

@@ -6,7 +6,8 @@ WITH t AS (
            CASE $timestamp_unit
                 WHEN 's' THEN TRY_CAST(floor(TRY_CAST(ts AS DOUBLE)) AS BIGINT)
                 WHEN 'ms' THEN TRY_CAST(floor(TRY_CAST(ts AS DOUBLE) / 1000) AS BIGINT)
-                ELSE TRY_CAST(epoch(TRY_CAST(ts AS TIMESTAMP)) AS BIGINT) END AS ts_num
+                -- iso: TIMESTAMPTZ honours an offset such as +02:00 (none: the session zone, UTC); floored like s/ms
+                ELSE TRY_CAST(floor(epoch(TRY_CAST(ts AS TIMESTAMPTZ))) AS BIGINT) END AS ts_num
     FROM stage_interactions)
 SELECT *,
        CASE WHEN malformed IS NOT NULL THEN 'malformed_line'
