@@ -83,6 +83,7 @@ class DomainConfig:
     role: str
     category: str | None
     split: SplitSpec
+    reference: str | None = None  # a key of models.report.PUBLISHED
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,17 @@ class ProjectConfig:
     @property
     def history_length(self) -> int:
         return int(self.settings.get("history_length", 10))
+
+    @property
+    def cf(self) -> dict[str, Any]:
+        return dict(self.settings.get("cf") or {})
+
+    @property
+    def evaluation(self) -> dict[str, Any]:
+        e = {"ranking_negatives": 29, "ranking_k": [1, 3, 5], "bootstrap_samples": 1000, "seed": 2023,
+             "regression_tolerance": 0.01, "floors": {}}
+        e.update(self.settings.get("evaluation") or {})
+        return e
 
     def domains_of(self, dataset: str) -> list[DomainConfig]:
         return [d for d in self.domains.values() if d.dataset == dataset]
@@ -209,6 +221,7 @@ def load_config(path: Path | str | None = None) -> ProjectConfig:
             role=role,
             category=filt.get("category"),
             split=_split_spec(d["split"], where) if "split" in d else datasets[d["dataset"]].split,
+            reference=d.get("reference"),
         )
     if not domains:
         raise ConfigError(f"{path}: no domains declared")

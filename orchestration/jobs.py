@@ -9,6 +9,7 @@ import dagster as dg
 
 DATASET_ASSETS = dg.AssetSelection.assets("raw_interactions", "raw_items", "interactions")
 DOMAIN_ASSETS = dg.AssetSelection.assets("domain_interactions", "temporal_split")
+EVALUATION_ASSETS = dg.AssetSelection.assets("ranking_candidates", "cf_embeddings", "evaluation_report")
 
 ingest_dataset_job = dg.define_asset_job(
     "ingest_dataset", selection=DATASET_ASSETS,
@@ -17,7 +18,14 @@ prepare_domain_job = dg.define_asset_job(
     "prepare_domain", selection=DOMAIN_ASSETS,
     description="One domain's slice and temporal split with histories and warm/cold flags.")
 
-JOBS = [ingest_dataset_job, prepare_domain_job]
+evaluate_domain_job = dg.define_asset_job(
+    "evaluate_domain", selection=EVALUATION_ASSETS,
+    description="One domain's ranking candidates, CF baselines and evaluation report (with its gates).")
+summarize_job = dg.define_asset_job(
+    "summarize", selection=dg.AssetSelection.assets("evaluation_summary"),
+    description="The cross-domain summary of every domain's report.")
+
+JOBS = [ingest_dataset_job, prepare_domain_job, evaluate_domain_job, summarize_job]
 
 
 def _run(defs: dg.Definitions, job_name: str, partition: str, instance: dg.DagsterInstance | None,
@@ -34,3 +42,13 @@ def materialize_dataset(defs: dg.Definitions, dataset: str, instance: dg.Dagster
 def materialize_domain(defs: dg.Definitions, domain: str, instance: dg.DagsterInstance | None = None,
                        raise_on_error: bool = True) -> dg.ExecuteInJobResult:
     return _run(defs, prepare_domain_job.name, domain, instance, raise_on_error)
+
+
+def evaluate_domain(defs: dg.Definitions, domain: str, instance: dg.DagsterInstance | None = None,
+                    raise_on_error: bool = True) -> dg.ExecuteInJobResult:
+    return _run(defs, evaluate_domain_job.name, domain, instance, raise_on_error)
+
+
+def summarize(defs: dg.Definitions, instance: dg.DagsterInstance | None = None,
+              raise_on_error: bool = True) -> dg.ExecuteInJobResult:
+    return defs.resolve_job_def(summarize_job.name).execute_in_process(instance=instance, raise_on_error=raise_on_error)

@@ -17,6 +17,10 @@ EXPECTED_ASSETS = {
     "interactions": ("dataset", ["raw_interactions", "raw_items"]),
     "domain_interactions": ("domain", ["interactions"]),
     "temporal_split": ("domain", ["domain_interactions"]),
+    "ranking_candidates": ("domain", ["temporal_split"]),
+    "cf_embeddings": ("domain", ["ranking_candidates", "temporal_split"]),
+    "evaluation_report": ("domain", ["cf_embeddings", "ranking_candidates", "temporal_split"]),
+    "evaluation_summary": ("none", ["evaluation_report"]),
 }
 
 
@@ -27,13 +31,14 @@ def test_asset_graph_snapshot(tmp_path):
     got = {}
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
-        parts = set(node.partitions_def.get_partition_keys())
-        kind = "dataset" if parts == set(cfg.datasets) else "domain" if parts == set(cfg.domains) else "?"
+        parts = set(node.partitions_def.get_partition_keys()) if node.partitions_def else None
+        kind = ("none" if parts is None else "dataset" if parts == set(cfg.datasets)
+                else "domain" if parts == set(cfg.domains) else "?")
         got[key.to_user_string()] = (kind, sorted(k.to_user_string() for k in node.parent_keys))
     assert got == EXPECTED_ASSETS
     checks = {k.name for k in graph.asset_check_keys}
-    assert checks == {"quarantine_share_within_limit"}
-    assert {j.name for j in defs.jobs} >= {"ingest_dataset", "prepare_domain"}
+    assert checks == {"quarantine_share_within_limit", "report_complete", "metric_floors", "no_regression"}
+    assert {j.name for j in defs.jobs} >= {"ingest_dataset", "prepare_domain", "evaluate_domain", "summarize"}
 
 
 def test_dagster_cli_finds_and_validates_the_code_location(tmp_path):

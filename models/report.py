@@ -1,0 +1,307 @@
+"""The evaluation report: every method by every metric and subset, with bootstrap intervals,
+plots, Markdown for people and JSON for machines. No Dagster here; test labels are read here only."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from models import metrics
+
+SUBSETS = ("all", "warm", "cold")
+
+# PROTOCOLS section 6 (CoLLM Tables II and VII), test AUC / UAUC, labelled by backbone.
+PUBLISHED: dict[str, list[tuple[str, str, float, float]]] = {
+    "collm_ml1m": [
+        ("MF", "-", 0.6482, 0.6361),
+        ("TALLRec", "Vicuna-7B", 0.7097, 0.6818),
+        ("CoLLM-MF", "Vicuna-7B", 0.7295, 0.6875),
+        ("TALLRec", "Qwen2-1.5B", 0.7027, 0.6638),
+        ("CoLLM-MF", "Qwen2-1.5B", 0.7354, 0.6950),
+    ],
+    "collm_amazon_book": [
+        ("MF", "-", 0.7134, 0.5565),
+        ("TALLRec", "Vicuna-7B", 0.7375, 0.5983),
+        ("CoLLM-MF", "Vicuna-7B", 0.8109, 0.6225),
+    ],
+}
+
+
+@dataclass
+class MethodScores:
+    """One method's scores on the test rows (NaN where the method did not score a row) and,
+    optionally, on every test row's candidate list (target first)."""
+
+    name: str
+    pointwise: np.ndarray
+    ranking: np.ndarray | None = None  # (test rows, 1 + negatives)
+    source: dict[str, Any] = field(default_factory=dict)  # lineage: asset, path, sha256, data version
+
+
+def subset_masks(test: pl.DataFrame) -> dict[str, np.ndarray]:
+    warm = test["warm"].to_numpy().astype(bool)
+    not_cold = test["not_cold"].to_numpy().astype(bool)
+    return {"all": np.ones(test.height, bool), "warm": warm, "cold": ~not_cold}
+
+
+def evaluate(test: pl.DataFrame, methods: list[MethodScores], ks: tuple[int, ...] = (1, 3, 5),
+             bootstrap_samples: int = 1000, seed: int = 2023) -> dict[str, dict[str, dict[str, dict]]]:
+    """metrics[method][subset][metric] = {value, ci_low, ci_high, n}."""
+    labels = test["label"].to_numpy().astype(np.int64)
+    users = test["user_id"].to_numpy()
+    masks = subset_masks(test)
+    out: dict[str, dict[str, dict[str, dict]]] = {}
+    for m in methods:
+        if len(m.pointwise) != test.height:
+            raise ValueError(f"method {m.name}: {len(m.pointwise)} scores for {test.height} test rows")
+        scored = ~np.isnan(m.pointwise)
+        out[m.name] = {}
+        for subset, mask in masks.items():
+            sel = mask & scored
+            res = {
+                "auc": metrics.auc_estimate(labels[sel], m.pointwise[sel], bootstrap_samples, seed).as_dict(),
+                "uauc": metrics.uauc_estimate(users[sel], labels[sel], m.pointwise[sel],
+                                              bootstrap_samples, seed).as_dict(),
+            }
+            if m.ranking is not None:
+                ranked = mask & (labels == 1) & ~np.isnan(m.ranking).any(axis=1)
+                r = metrics.target_ranks(m.ranking[ranked, 0], m.ranking[ranked, 1:])
+                for k in ks:
+                    res[f"hr@{k}"] = metrics.ranking_estimate(r, "hr", k, bootstrap_samples, seed).as_dict()
+                    res[f"ndcg@{k}"] = metrics.ranking_estimate(r, "ndcg", k, bootstrap_samples, seed).as_dict()
+            out[m.name][subset] = res
+    return out
+
+
+def missing_metrics(result: dict, expected_methods: list[str]) -> list[str]:
+    """Every (method, subset, metric) that is absent or NaN: what the completeness gate reports."""
+    problems = [f"{m}: missing" for m in expected_methods if m not in result]
+    for m, subsets in result.items():
+        for subset in SUBSETS:
+            if subset not in subsets:
+                problems.append(f"{m}/{subset}: missing")
+                continue
+            for metric, est in subsets[subset].items():
+                if est["value"] is None or (isinstance(est["value"], float) and math.isnan(est["value"])):
+                    problems.append(f"{m}/{subset}/{metric}: NaN (n={est['n']})")
+    return problems
+
+
+def _fmt(est: dict) -> str:
+    v, lo, hi = est["value"], est["ci_low"], est["ci_high"]
+    if v is None or math.isnan(v):
+        return "n/a"
+    if lo is None or math.isnan(lo):
+        return f"{v:.4f}"
+    return f"{v:.4f} [{lo:.3f}, {hi:.3f}]"
+
+
+def plot_roc(test: pl.DataFrame, methods: list[MethodScores], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    labels = test["label"].to_numpy()
+    masks = subset_masks(test)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), sharey=True)
+    for ax, subset in zip(axes, SUBSETS):
+        for m in methods:
+            sel = masks[subset] & ~np.isnan(m.pointwise)
+            if sel.sum() == 0 or labels[sel].min() == labels[sel].max():
+                continue
+            fpr, tpr, _ = roc_curve(labels[sel], m.pointwise[sel])
+            ax.plot(fpr, tpr, label=f"{m.name} ({metrics.auc(labels[sel], m.pointwise[sel]):.3f})")
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+        ax.set_title(f"ROC, {subset} test rows ({int(masks[subset].sum())})")
+        ax.set_xlabel("false positive rate")
+        ax.legend(fontsize=8, loc="lower right")
+    axes[0].set_ylabel("true positive rate")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_metrics(result: dict, path: Path, metric_names: tuple[str, ...] = ("auc", "uauc", "ndcg@3")) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(result)
+    fig, axes = plt.subplots(1, len(metric_names), figsize=(4.6 * len(metric_names), 4.2))
+    width = 0.8 / len(SUBSETS)
+    for ax, metric in zip(np.atleast_1d(axes), metric_names):
+        for j, subset in enumerate(SUBSETS):
+            vals, errs = [], [[], []]
+            for m in methods:
+                est = result[m][subset].get(metric)
+                v = np.nan if est is None or est["value"] is None else est["value"]
+                lo = est["ci_low"] if est and est["ci_low"] is not None else np.nan
+                hi = est["ci_high"] if est and est["ci_high"] is not None else np.nan
+                vals.append(v)
+                errs[0].append(max(v - lo, 0) if not np.isnan(lo) else 0)
+                errs[1].append(max(hi - v, 0) if not np.isnan(hi) else 0)
+            x = np.arange(len(methods)) + (j - 1) * width
+            ax.bar(x, vals, width, yerr=errs, capsize=2, label=subset)
+        ax.set_xticks(np.arange(len(methods)), methods, rotation=30, ha="right", fontsize=8)
+        ax.set_title(metric.upper())
+        if metric in ("auc", "uauc"):
+            ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+            ax.set_ylim(0.4, None)
+    np.atleast_1d(axes)[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def markdown(domain: str, test: pl.DataFrame, result: dict, settings: dict[str, Any],
+             lineage: list[dict[str, Any]], reference: str | None = None,
+             plots: dict[str, str] | None = None) -> str:
+    masks = subset_masks(test)
+    lines = [
+        f"# Evaluation report: `{domain}`",
+        "",
+        f"Test rows: {test.height:,} (positive rate {test['label'].mean():.3f}); "
+        f"warm {int(masks['warm'].sum()):,}; cold {int(masks['cold'].sum()):,}. "
+        f"Warm: the user and the item each have more than {settings.get('warm_threshold', 3)} train records. "
+        "Cold: the user or the item never appears in train. Intervals are 95 % bootstrap percentiles "
+        f"({settings.get('bootstrap_samples')} resamples; rows for AUC and ranking metrics, users for UAUC).",
+        "",
+        "## Pointwise: AUC and UAUC",
+        "",
+        "| method | " + " | ".join(f"AUC {s}" for s in SUBSETS) + " | " + " | ".join(f"UAUC {s}" for s in SUBSETS) + " |",
+        "|---|" + "---|" * 6,
+    ]
+    for m, subsets in result.items():
+        lines.append(f"| {m} | " + " | ".join(_fmt(subsets[s]["auc"]) for s in SUBSETS) + " | "
+                     + " | ".join(_fmt(subsets[s]["uauc"]) for s in SUBSETS) + " |")
+    rank_metrics = [k for k in next(iter(result.values()))["all"] if k.startswith(("hr@", "ndcg@"))] if result else []
+    if rank_metrics:
+        lines += [
+            "",
+            f"## Ranking: the target among {settings.get('ranking_negatives', 29)} sampled negatives "
+            "(positive test rows; ties rank the target last)",
+            "",
+        ]
+        for subset in SUBSETS:
+            lines += [f"**{subset}**", "", "| method | " + " | ".join(k.upper() for k in rank_metrics) + " |",
+                      "|---|" + "---|" * len(rank_metrics)]
+            for m, subsets in result.items():
+                if all(k in subsets[subset] for k in rank_metrics):
+                    lines.append(f"| {m} | " + " | ".join(_fmt(subsets[subset][k]) for k in rank_metrics) + " |")
+            lines.append("")
+    if reference and reference in PUBLISHED:
+        lines += ["## Published numbers for this protocol (test, all rows)", "",
+                  "| method | backbone | AUC | UAUC |", "|---|---|---|---|"]
+        lines += [f"| {m} | {b} | {a:.4f} | {u:.4f} |" for m, b, a, u in PUBLISHED[reference]]
+        ours = {m: result[m]["all"] for m in result}
+        lines += ["", "Ours, same rows: " + "; ".join(
+            f"{m} {v['auc']['value']:.4f} / {v['uauc']['value']:.4f}" for m, v in ours.items()), ""]
+    if plots:
+        lines += ["## Plots", ""] + [f"- {name}: `{path}`" for name, path in plots.items()] + [""]
+    lines += [
+        "## How to read this",
+        "",
+        "- AUC ranks all test rows against each other; UAUC averages each user's own AUC (users with "
+        "one row or one label class are skipped), so it rewards personalisation, not popularity.",
+        "- Compare methods on the same subset; intervals that overlap are not a clear difference.",
+        "- A CF model gives every cold user or item a zero vector, so its cold-row scores carry "
+        "no collaborative signal: that is where LLM methods are expected to help.",
+        "",
+        "## Settings",
+        "",
+        "```json",
+        json.dumps(settings, indent=2, default=str),
+        "```",
+        "",
+        "## Lineage",
+        "",
+        "| input | data version | artifact | sha256 |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {x.get('asset')} | {x.get('data_version', '')} | `{x.get('path', '')}` | "
+              f"{str(x.get('sha256', ''))[:16]} |" for x in lineage]
+    return "\n".join(lines) + "\n"
+
+
+def plot_curve(values: list[float], xlabel: str, ylabel: str, title: str, path: Path) -> Path:
+    """One training curve (e.g. validation AUC by epoch) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot(range(len(values)), values)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def summary_markdown(reports: dict[str, dict]) -> tuple[str, list[dict]]:
+    """A cross-domain table (one row per domain and method) from each domain's metrics.json."""
+    table = []
+    for domain, rep in reports.items():
+        for method, subsets in rep["metrics"].items():
+            row = {"domain": domain, "method": method, "test_rows": rep.get("test_rows")}
+            for s in SUBSETS:
+                for k in ("auc", "uauc", "ndcg@3"):
+                    est = subsets.get(s, {}).get(k)
+                    row[f"{k}_{s}"] = None if est is None else est["value"]
+            table.append(row)
+
+    def f(v):
+        return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
+
+    lines = ["# Evaluation summary", "", f"{len(reports)} domain(s). Values on the test split; the "
+             "per-domain reports hold intervals, ranking metrics, plots and lineage.", "",
+             "| domain | method | AUC all | AUC warm | AUC cold | UAUC all | UAUC warm | UAUC cold | NDCG@3 all |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in table:
+        lines.append(f"| {r['domain']} | {r['method']} | {f(r['auc_all'])} | {f(r['auc_warm'])} | "
+                     f"{f(r['auc_cold'])} | {f(r['uauc_all'])} | {f(r['uauc_warm'])} | {f(r['uauc_cold'])} | "
+                     f"{f(r['ndcg@3_all'])} |")
+    return "\n".join(lines) + "\n", table
+
+
+def plot_summary(table: list[dict], path: Path) -> Path:
+    """AUC (all test rows) by domain and method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    domains = list(dict.fromkeys(r["domain"] for r in table))
+    methods = list(dict.fromkeys(r["method"] for r in table))
+    grid = np.full((len(methods), len(domains)), np.nan)
+    for r in table:
+        v = r["auc_all"]
+        grid[methods.index(r["method"]), domains.index(r["domain"])] = np.nan if v is None else v
+    fig, ax = plt.subplots(figsize=(1.2 * len(domains) + 3, 0.5 * len(methods) + 2))
+    im = ax.imshow(grid, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(domains)), domains, rotation=30, ha="right")
+    ax.set_yticks(range(len(methods)), methods)
+    for i in range(len(methods)):
+        for j in range(len(domains)):
+            if not np.isnan(grid[i, j]):
+                ax.text(j, i, f"{grid[i, j]:.3f}", ha="center", va="center", color="white", fontsize=8)
+    fig.colorbar(im, ax=ax, label="test AUC (all rows)")
+    ax.set_title("AUC by domain and method")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,163 @@
+"""The evaluation report end to end on a small synthetic domain, and its audit gates."""
+
+import json
+
+import dagster as dg
+import numpy as np
+import polars as pl
+import pytest
+import yaml
+
+from models import metrics, report
+from models.config import Settings
+from orchestration.definitions import build_definitions
+from orchestration.jobs import evaluate_domain, materialize_dataset, materialize_domain
+
+MONTH = 30 * 86400
+
+
+def write_fixture(tmp_path):
+    """80 users x 60 items over six months with a planted taste structure; some users and items
+    appear only in the last month, so the test split has warm and cold rows."""
+    rng = np.random.default_rng(0)
+    users, items = 80, 60
+    taste_u, taste_i = rng.normal(size=(users, 4)), rng.normal(size=(items, 4))
+    rows = []
+    for u in range(users):
+        first_month = 5 if u >= 70 else 0  # users 70.. are new in the test month
+        for i in rng.choice(items, 25, replace=False):
+            if i >= 55 and first_month == 0:
+                continue  # items 55.. exist only in the test month
+            month = rng.integers(first_month, 6) if i < 55 else 5
+            like = taste_u[u] @ taste_i[i] + rng.normal(scale=0.5) > 0
+            rows.append((f"u{u}", f"i{i}", 5 if like else 2, 1_600_000_000 + month * MONTH + int(rng.integers(0, MONTH - 86400))))
+    df = pl.DataFrame(rows, schema=["user", "item", "stars", "when"], orient="row")
+    df = df.join(pl.DataFrame({"item": [f"i{i}" for i in range(items)],
+                               "name": [f"Item number {i}" for i in range(items)]}), on="item")
+    df.write_csv(tmp_path / "events.csv")
+    cfg = {
+        "settings": {
+            "cf": {"mf": {"dim": 16, "patience": 10, "max_epochs": 200, "batch_size": 256, "lr": 0.01},
+                   "bpr": {"iterations": 20}},
+            "evaluation": {"bootstrap_samples": 50, "ranking_negatives": 9, "ranking_k": [1, 3],
+                           "floors": {"shop": {"popularity": {"auc": 0.0}}}},
+        },
+        "datasets": {"synthetic": {
+            "format": "table", "source": {"path": "events.csv"},
+            "fields": {"user": "user", "item": "item", "rating": "stars", "timestamp": "when",
+                       "item_id": "item", "title": "name"},
+            "label_threshold": 4,
+            "split": {"protocol": "month_window", "train_slots": [0, 3], "valid_slots": [4, 4],
+                      "test_slots": [5, 5]},
+        }},
+        "domains": {"shop": {"dataset": "synthetic", "item_noun": "item", "role": "target"}},
+    }
+    (tmp_path / "datasets.yaml").write_text(yaml.safe_dump(cfg))
+    return Settings(tmp_path / "data", tmp_path / "datasets.yaml", "smoke")
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("report")
+    settings = write_fixture(tmp_path)
+    defs = build_definitions(settings)
+    instance = dg.DagsterInstance.ephemeral()
+    assert materialize_dataset(defs, "synthetic", instance).success
+    assert materialize_domain(defs, "shop", instance).success
+    result = evaluate_domain(defs, "shop", instance)
+    assert result.success
+    return settings, defs, instance, result
+
+
+def _report_metadata(result):
+    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("evaluation_report")]
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def test_report_files_exist_and_agree(evaluated):
+    settings, _, _, result = evaluated
+    out = settings.data_dir / "reports" / "shop"
+    for name in ("report.md", "metrics.json", "roc.png", "metrics.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    payload = json.loads((out / "metrics.json").read_text())
+    md = (out / "report.md").read_text()
+    meta = _report_metadata(result)
+    assert meta["report"] == md
+    assert set(payload["metrics"]) == {"popularity", "als", "bpr", "mf"}
+    for method, subsets in payload["metrics"].items():
+        assert set(subsets) == {"all", "warm", "cold"}
+        auc = subsets["all"]["auc"]["value"]
+        assert meta[f"{method}/all/auc"] == pytest.approx(auc, abs=1e-4)
+        assert f"| {method} | {auc:.4f} [" in md  # the Markdown shows the JSON's number
+        assert {"auc", "uauc", "hr@1", "ndcg@1", "hr@3", "ndcg@3"} <= set(subsets["all"])
+    assert [x["asset"] for x in payload["lineage"]] == ["ranking_candidates", "temporal_split", "cf_embeddings"]
+    assert all(len(x["sha256"]) == 64 for x in payload["lineage"])
+    assert payload["settings"]["bootstrap_samples"] == 50
+
+
+def test_report_numbers_match_an_independent_computation(evaluated):
+    settings, *_ = evaluated
+    split = pl.read_parquet(settings.data_dir / "domains" / "shop" / "split.parquet")
+    test = split.filter(pl.col("split") == "test")
+    scores = pl.read_parquet(settings.data_dir / "domains" / "shop" / "scores" / "cf.parquet")
+    mf = scores.filter(pl.col("method") == "mf").sort("row")["score"].to_numpy()
+    payload = json.loads((settings.data_dir / "reports" / "shop" / "metrics.json").read_text())
+    from sklearn.metrics import roc_auc_score
+
+    assert payload["metrics"]["mf"]["all"]["auc"]["value"] == pytest.approx(roc_auc_score(test["label"], mf))
+    assert payload["metrics"]["mf"]["all"]["uauc"]["value"] == pytest.approx(
+        metrics.uauc(test["user_id"].to_numpy(), test["label"].to_numpy(), mf))
+    # the planted taste structure is learnable: MF beats chance on warm rows
+    assert payload["metrics"]["mf"]["warm"]["auc"]["value"] > 0.6
+
+
+def test_gates_pass_on_the_first_report(evaluated):
+    *_, result = evaluated
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert set(checks) == {"report_complete", "metric_floors", "no_regression"}
+    assert all(c.passed for c in checks.values()), {k: c.description for k, c in checks.items()}
+    assert "nothing to compare" in checks["no_regression"].description
+
+
+def test_regression_gate_fails_on_a_planted_regression(evaluated):
+    settings, defs, instance, _ = evaluated
+    path = settings.data_dir / "domains" / "shop" / "scores" / "cf.parquet"
+    original = path.read_bytes()
+    scores = pl.read_parquet(path)
+    # plant a regression: MF's scores reversed, as a broken training run would leave them
+    scores.with_columns(pl.when(pl.col("method") == "mf").then(-pl.col("score")).otherwise(pl.col("score"))
+                        .alias("score")).write_parquet(path)
+    try:
+        job = defs.resolve_implicit_global_asset_job_def()
+        result = job.execute_in_process(asset_selection=[dg.AssetKey("evaluation_report")], partition_key="shop",
+                                        instance=instance, raise_on_error=False)
+    finally:
+        path.write_bytes(original)
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert not checks["no_regression"].passed
+    assert "mf/all/auc" in checks["no_regression"].description
+    assert checks["report_complete"].passed
+
+
+def test_completeness_and_floor_gates_say_what_is_wrong():
+    from assets.report import gate_results
+
+    est = {"value": 0.61, "ci_low": 0.6, "ci_high": 0.62, "n": 10}
+    nan = {"value": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n": 0}
+    result = {"mf": {"all": {"auc": est, "uauc": est}, "warm": {"auc": est, "uauc": est},
+                     "cold": {"auc": nan, "uauc": est}}}
+    complete, floors, regression = gate_results(result, ["mf", "als"], {"mf": {"auc": 0.65}}, None, 0.01)
+    assert not complete.passed and "als: missing" in complete.description and "mf/cold/auc: NaN" in complete.description
+    assert not floors.passed and "mf auc = 0.61 < floor 0.65" in floors.description
+    assert regression.passed
+
+
+def test_published_reference_appears_for_the_collm_protocol():
+    test = pl.DataFrame({"user_id": ["a", "a", "b", "b"], "label": [1, 0, 1, 0], "warm": [True, True, False, False],
+                         "not_cold": [True, True, False, False]})
+    m = report.MethodScores("mf", np.array([0.9, 0.1, 0.4, 0.6]))
+    res = report.evaluate(test, [m], bootstrap_samples=10)
+    md = report.markdown("movies", test, res, {"bootstrap_samples": 10}, [], reference="collm_ml1m")
+    assert "| CoLLM-MF | Qwen2-1.5B | 0.7354 | 0.6950 |" in md
+    assert res["mf"]["warm"]["auc"]["value"] == 1.0 and res["mf"]["cold"]["auc"]["value"] == 0.0
