@@ -10,8 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 import sql
 from models.config import ConfigError, DatasetConfig, DomainConfig, SplitSpec
@@ -291,8 +289,9 @@ def origin_month(con: duckdb.DuckDBPyConnection, table: str, key: str, value: st
         year, month = (int(x) for x in str(spec.params["origin"]).split("-")[:2])
         return year * 12 + month - 1
     assert table in ("interactions", "domain_interactions") and key in ("dataset", "domain")
+    # the month index never decreases with ts, so the first month is the month of min(ts)
     row = con.execute(
-        f"SELECT min(year(make_timestamp(ts * 1000000)) * 12 + month(make_timestamp(ts * 1000000)) - 1) "
+        f"SELECT year(make_timestamp(min(ts) * 1000000)) * 12 + month(make_timestamp(min(ts) * 1000000)) - 1 "
         f"FROM {table} WHERE {key} = $v", {"v": value}).fetchone()
     if row[0] is None:
         raise ValueError(f"no interactions for {key} {value!r}: nothing to split")
@@ -330,8 +329,10 @@ def build_split(con: duckdb.DuckDBPyConnection, domain: str, spec: SplitSpec, ou
     sql.run(con, "split_finish", warm_threshold=warm_threshold, history_length=history_length)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_suffix(f".tmp-{os.getpid()}")
-    table: pa.Table = con.execute(f"SELECT * FROM split_rows ORDER BY {SPLIT_ORDER}").fetch_arrow_table()
-    pq.write_table(table, tmp, compression="zstd")
+    # DuckDB writes the Parquet file itself: no Arrow copy of the history lists in Python
+    target = str(tmp).replace("'", "''")
+    con.execute(f"COPY (SELECT * FROM split_rows ORDER BY {SPLIT_ORDER}) TO '{target}' "
+                f"(FORMAT parquet, COMPRESSION zstd)")
     os.replace(tmp, out_path)
     return split_stats(con)
 
