@@ -12,7 +12,7 @@ import dagster as dg
 
 from models.config import PROJECT_ROOT, Settings, load_config
 from orchestration.definitions import build_definitions
-from orchestration.jobs import materialize_dataset, materialize_domain
+from orchestration.jobs import evaluate_domain, materialize_dataset, materialize_domain, summarize
 
 
 def main() -> int:
@@ -26,7 +26,7 @@ def main() -> int:
         for ds in sorted(cfg.datasets):
             print(f"[demo] dataset {ds}: ingest", flush=True)
             materialize_dataset(defs, ds, instance)
-        rows = []
+        rows, failed = [], 0
         for dom in sorted(cfg.domains):
             print(f"[demo] domain {dom}: split", flush=True)
             result = materialize_domain(defs, dom, instance)
@@ -34,13 +34,24 @@ def main() -> int:
                   for e in result.get_asset_materialization_events()}["temporal_split"]
             rows.append((dom, cfg.domains[dom].role, *(md[f"{s}/rows"].value for s in ("train", "valid", "test")),
                          md["test/not_cold"].value, md["test/warm"].value, md["path"].value))
+            print(f"[demo] domain {dom}: CF baselines and evaluation report", flush=True)
+            result = evaluate_domain(defs, dom, instance, raise_on_error=False)
+            if not result.success:
+                print(f"[demo]   evaluate_domain failed for {dom}; see the run in `make ui`", flush=True)
+                failed += 1
+            for check in result.get_asset_check_evaluations():
+                if not check.passed:
+                    print(f"[demo]   gate {check.check_name} failed: {check.description}", flush=True)
+        summarize(defs, instance)
     print(f"\n{'domain':<12} {'role':<10} {'train':>8} {'valid':>8} {'test':>8} {'test not_cold':>14} {'test warm':>10}")
     for r in rows:
         print(f"{r[0]:<12} {r[1]:<10} {r[2]:>8} {r[3]:>8} {r[4]:>8} {r[5]:>14} {r[6]:>10}")
     print(f"\n[demo] done in {time.perf_counter() - t0:.1f} s; warehouse: {settings.warehouse_path}")
-    print(f"[demo] splits: {settings.data_dir / 'domains'}/<domain>/split.parquet; "
-          f"runs and metadata: `make ui`, then http://127.0.0.1:3000")
-    return 0
+    print(f"[demo] splits: {settings.data_dir / 'domains'}/<domain>/split.parquet")
+    print(f"[demo] reports: {settings.data_dir / 'reports'}/<domain>/report.md; "
+          f"summary: {settings.data_dir / 'reports' / 'summary.md'}")
+    print("[demo] runs, metadata and checks: `make ui`, then http://127.0.0.1:3000")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
