@@ -95,7 +95,7 @@ def build_split_assets(cfg: ProjectConfig) -> list:
                     md[f"{split}/{key}"] = s[key]
                 md[f"{split}/positive_rate"] = round(s["positive_rate"], 4)
                 md[f"{split}/time_range"] = f"{meta.iso(s['ts_min'])} .. {meta.iso(s['ts_max'])}"
-            md["preview"] = meta.preview(con, f"SELECT * FROM split_rows ORDER BY {data_prep.SPLIT_ORDER}", {})
+            md["preview"] = meta.preview(con, "SELECT * FROM read_parquet($path)", {"path": str(out)})
         digest = data_prep.file_sha256(out)
         md.update({
             "path": dg.MetadataValue.path(str(out)),

@@ -319,9 +319,10 @@ SPLIT_ORDER = "CASE split WHEN 'train' THEN 0 WHEN 'valid' THEN 1 ELSE 2 END, us
 
 def build_split(con: duckdb.DuckDBPyConnection, domain: str, spec: SplitSpec, out_path: Path,
                 origin: int | None = None, warm_threshold: int = 3, history_length: int = 10) -> dict[str, Any]:
-    """Split one domain, attach histories and flags, and write the rows to a Parquet file.
+    """Split one domain, attach histories and flags, and write the rows to a Parquet file, with
+    the domain's item titles (item_id, title) in items.parquet beside it.
 
-    The file is written next to its final name and renamed into place, so a reader never sees a
+    Each file is written next to its final name and renamed into place, so a reader never sees a
     half-written split. Returns per-split statistics."""
     if history_length < 1:
         raise ConfigError("settings.history_length must be at least 1")
@@ -334,14 +335,22 @@ def build_split(con: duckdb.DuckDBPyConnection, domain: str, spec: SplitSpec, ou
     con.execute(f"COPY (SELECT * FROM split_rows ORDER BY {SPLIT_ORDER}) TO '{target}' "
                 f"(FORMAT parquet, COMPRESSION zstd)")
     os.replace(tmp, out_path)
-    return split_stats(con)
+    items_path = out_path.with_name("items.parquet")
+    tmp = items_path.with_suffix(f".tmp-{os.getpid()}")
+    target = str(tmp).replace("'", "''")
+    con.execute(f"COPY (SELECT DISTINCT item_id, title FROM assigned ORDER BY item_id) TO '{target}' "
+                f"(FORMAT parquet, COMPRESSION zstd)")
+    os.replace(tmp, items_path)
+    return split_stats(con, out_path)
 
 
-def split_stats(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+def split_stats(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, Any]:
+    """Per-split statistics of a written split file (split_rows is a view: reading the file back
+    is cheaper than computing the rows twice)."""
     rows = con.execute("""
         SELECT split, count(*), avg(label), count(DISTINCT user_id), count(DISTINCT item_id),
                sum(not_cold::INT), sum(warm::INT), min(ts), max(ts), avg(len(history_item_ids))
-        FROM split_rows GROUP BY split""").fetchall()
+        FROM read_parquet($path) GROUP BY split""", {"path": str(path)}).fetchall()
     stats: dict[str, Any] = {}
     for split, n, pos, users, items, not_cold, warm, t0, t1, hist in rows:
         stats[split] = {"rows": n, "positive_rate": float(pos), "users": users, "items": items,

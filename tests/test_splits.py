@@ -45,7 +45,9 @@ def test_history_is_strictly_earlier_positives_across_splits(tmp_path):
     assert r[("u", "e")]["history_item_ids"] == ["a"]
     assert r[("u", "c")]["history_item_ids"] == ["a"]
     assert r[("u", "n")]["history_item_ids"] == ["a", "b", "e"]  # ties ordered by item id
-    assert r[("u", "d")]["history_titles"] == ["Ta", "Tb", "Te"]
+    assert r[("u", "d")]["history_item_ids"] == ["a", "b", "e"]
+    items = {r["item_id"]: r["title"] for r in pq.read_table(tmp_path / "items.parquet").to_pylist()}
+    assert items["e"] == "Te" and len(items) == 7
     # leave-one-out: f is test, d valid; the test row's history reaches into valid
     assert (r[("u", "f")]["split"], r[("u", "d")]["split"]) == ("test", "valid")
     assert r[("u", "f")]["history_item_ids"] == ["a", "b", "e", "d"]
@@ -126,7 +128,7 @@ def test_split_file_is_replaced_atomically(tmp_path):
     con = load([("u", "a", 1, 1), ("u", "b", 2, 1), ("u", "c", 3, 1)])
     out = tmp_path / "split.parquet"
     data_prep.build_split(con, "d", LOO, out)
-    assert [p.name for p in tmp_path.iterdir()] == ["split.parquet"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["items.parquet", "split.parquet"]
 
 
 def test_bad_history_length_is_a_clear_error(tmp_path):
