@@ -20,11 +20,13 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import torch
+from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import roc_auc_score
 from torch.utils.data import DataLoader
 
@@ -57,10 +59,16 @@ def original_uauc(user, predict, label) -> float:
         total += counts[k]
         if counts[k] == 1:
             continue
-        try:
-            aucs.append(roc_auc_score(label[idx], predict[idx]))
-        except ValueError:
-            pass
+        # the original caught the ValueError older scikit-learn raised for a one-class user;
+        # newer releases warn and return NaN instead, so both are skipped
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UndefinedMetricWarning)
+            try:
+                value = roc_auc_score(label[idx], predict[idx])
+            except ValueError:
+                continue
+        if not np.isnan(value):
+            aucs.append(value)
     return float(np.mean(aucs))
 
 
