@@ -25,14 +25,18 @@ def read_split(project: ProjectResource, domain: str) -> pl.DataFrame:
     return pl.read_parquet(path)
 
 
-def write_scores(path, rows: list[dict]) -> str:
-    """Scores of one family of methods: (method, row, score, candidate_scores); returns sha256."""
-    df = pl.DataFrame(rows, schema={"method": pl.Utf8, "row": pl.Int64, "score": pl.Float64,
-                                    "candidate_scores": pl.List(pl.Float64)})
+def write_parquet_atomic(df: pl.DataFrame, path) -> str:
+    """Write beside the final name, then rename: a reader never sees half a file. Returns sha256."""
     tmp = path.with_name(path.name + ".tmp")
     df.write_parquet(tmp)
     tmp.replace(path)
     return data_prep.file_sha256(path)
+
+
+def write_scores(path, rows: list[dict]) -> str:
+    """Scores of one family of methods: (method, row, score, candidate_scores); returns sha256."""
+    return write_parquet_atomic(pl.DataFrame(rows, schema={
+        "method": pl.Utf8, "row": pl.Int64, "score": pl.Float64, "candidate_scores": pl.List(pl.Float64)}), path)
 
 
 def build_cf_assets(cfg: ProjectConfig) -> list:
@@ -52,10 +56,7 @@ def build_cf_assets(cfg: ProjectConfig) -> list:
         split = read_split(project, context.partition_key)
         cands = candidates.sample_candidates(split, int(ev["ranking_negatives"]), int(ev["seed"]))
         out = domain_dir(project, context.partition_key) / "candidates.parquet"
-        tmp = out.with_name(out.name + ".tmp")
-        cands.write_parquet(tmp)
-        tmp.replace(out)
-        digest = data_prep.file_sha256(out)
+        digest = write_parquet_atomic(cands, out)
         return dg.MaterializeResult(
             metadata={"dagster/row_count": cands.height, "negatives": int(ev["ranking_negatives"]),
                       "seed": int(ev["seed"]), "path": dg.MetadataValue.path(str(out)), "sha256": digest},

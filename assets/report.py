@@ -54,7 +54,7 @@ def load_methods(project: ProjectResource, domain: str, n_test: int) -> tuple[li
 
 def _value(result: dict, method: str, subset: str, metric: str) -> float | None:
     est = result.get(method, {}).get(subset, {}).get(metric)
-    v = None if est is None else est["value"]
+    v = None if est is None or est.get("not_applicable") else est["value"]
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
 
 
@@ -128,7 +128,8 @@ def build_report_assets(cfg: ProjectConfig) -> list:
             m = latest_materialization(context.instance, item["asset"], domain)
             item["data_version"] = (m.tags or {}).get("dagster/data_version", "") if m else ""
         result = report.evaluate(test, methods, tuple(int(k) for k in ev["ranking_k"]),
-                                 int(ev["bootstrap_samples"]), int(ev["seed"]))
+                                 int(ev["bootstrap_samples"]), int(ev["seed"]), int(ev["min_subset_rows"]),
+                                 one_row_per_user=pcfg.domains[domain].split.protocol == "leave_one_out")
         out = project.artifact_dir("reports", domain)
         plots = {"roc": str(report.plot_roc(test, methods, out / "roc.png")),
                  "metrics": str(report.plot_metrics(result, out / "metrics.png"))}
@@ -159,7 +160,8 @@ def build_report_assets(cfg: ProjectConfig) -> list:
                               float(ev["regression_tolerance"]))
         numbers = {f"{m}/{s}/{k}": round(result[m][s][k]["value"], 4)
                    for m in result for s in report.SUBSETS for k in ("auc", "uauc")
-                   if result[m][s][k]["value"] is not None and not math.isnan(result[m][s][k]["value"])}
+                   if not result[m][s][k].get("not_applicable") and result[m][s][k]["value"] is not None
+                   and not math.isnan(result[m][s][k]["value"])}
         yield dg.MaterializeResult(
             metadata={
                 "report": dg.MetadataValue.md(md_text),

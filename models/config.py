@@ -112,7 +112,7 @@ class ProjectConfig:
     @property
     def evaluation(self) -> dict[str, Any]:
         e = {"ranking_negatives": 29, "ranking_k": [1, 3, 5], "bootstrap_samples": 1000, "seed": 2023,
-             "regression_tolerance": 0.01, "floors": {}}
+             "regression_tolerance": 0.01, "min_subset_rows": 20, "floors": {}}
         e.update(self.settings.get("evaluation") or {})
         return e
 

@@ -51,8 +51,11 @@ def subset_masks(test: pl.DataFrame) -> dict[str, np.ndarray]:
 
 
 def evaluate(test: pl.DataFrame, methods: list[MethodScores], ks: tuple[int, ...] = (1, 3, 5),
-             bootstrap_samples: int = 1000, seed: int = 2023) -> dict[str, dict[str, dict[str, dict]]]:
-    """metrics[method][subset][metric] = {value, ci_low, ci_high, n}."""
+             bootstrap_samples: int = 1000, seed: int = 2023, min_subset_rows: int = 20,
+             one_row_per_user: bool = False) -> dict[str, dict[str, dict[str, dict]]]:
+    """metrics[method][subset][metric] = {value, ci_low, ci_high, n}, plus `not_applicable` (the
+    reason) where a metric cannot exist: a subset with fewer than `min_subset_rows` test rows, or
+    UAUC when every user has one test row (leave-one-out)."""
     labels = test["label"].to_numpy().astype(np.int64)
     users = test["user_id"].to_numpy()
     masks = subset_masks(test)
@@ -75,6 +78,12 @@ def evaluate(test: pl.DataFrame, methods: list[MethodScores], ks: tuple[int, ...
                 for k in ks:
                     res[f"hr@{k}"] = metrics.ranking_estimate(r, "hr", k, bootstrap_samples, seed).as_dict()
                     res[f"ndcg@{k}"] = metrics.ranking_estimate(r, "ndcg", k, bootstrap_samples, seed).as_dict()
+            if mask.sum() < min_subset_rows:
+                why = f"only {int(mask.sum())} {subset} test rows (evaluation.min_subset_rows = {min_subset_rows})"
+                for est in res.values():
+                    est["not_applicable"] = why
+            elif one_row_per_user:
+                res["uauc"]["not_applicable"] = "one test row per user (leave-one-out): no per-user AUC exists"
             out[m.name][subset] = res
     return out
 
@@ -88,12 +97,16 @@ def missing_metrics(result: dict, expected_methods: list[str]) -> list[str]:
                 problems.append(f"{m}/{subset}: missing")
                 continue
             for metric, est in subsets[subset].items():
+                if est.get("not_applicable"):
+                    continue
                 if est["value"] is None or (isinstance(est["value"], float) and math.isnan(est["value"])):
                     problems.append(f"{m}/{subset}/{metric}: NaN (n={est['n']})")
     return problems
 
 
 def _fmt(est: dict) -> str:
+    if est.get("not_applicable"):
+        return "n/a†"
     v, lo, hi = est["value"], est["ci_low"], est["ci_high"]
     if v is None or math.isnan(v):
         return "n/a"
@@ -200,6 +213,10 @@ def markdown(domain: str, test: pl.DataFrame, result: dict, settings: dict[str, 
                 if all(k in subsets[subset] for k in rank_metrics):
                     lines.append(f"| {m} | " + " | ".join(_fmt(subsets[subset][k]) for k in rank_metrics) + " |")
             lines.append("")
+    reasons = sorted({f"{s}/{k}: {est['not_applicable']}" for subsets in result.values() for s in SUBSETS
+                      for k, est in subsets[s].items() if est.get("not_applicable")})
+    if reasons:
+        lines += ["† not applicable: " + "; ".join(dict.fromkeys(r.split(": ", 1)[1] for r in reasons)), ""]
     if reference and reference in PUBLISHED:
         lines += ["## Published numbers for this protocol (test, all rows)", "",
                   "| method | backbone | AUC | UAUC |", "|---|---|---|---|"]

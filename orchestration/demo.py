@@ -12,12 +12,14 @@ import dagster as dg
 
 from models.config import PROJECT_ROOT, Settings, load_config
 from orchestration.definitions import build_definitions
+from orchestration import jobs
 from orchestration.jobs import evaluate_domain, materialize_dataset, materialize_domain, summarize
 
 
 def main() -> int:
     os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".dagster_home"))
     Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    jobs.LOG_LEVEL = "INFO"
     settings = Settings.from_env()
     cfg = load_config(settings.config_path)
     defs = build_definitions(settings)

@@ -28,10 +28,19 @@ summarize_job = dg.define_asset_job(
 JOBS = [ingest_dataset_job, prepare_domain_job, evaluate_domain_job, summarize_job]
 
 
+# console log level of in-process runs; `make demo` sets INFO so progress shows without event noise
+LOG_LEVEL = "DEBUG"
+
+
+def _run_config() -> dict:
+    return {"loggers": {"console": {"config": {"log_level": LOG_LEVEL}}}}
+
+
 def _run(defs: dg.Definitions, job_name: str, partition: str, instance: dg.DagsterInstance | None,
          raise_on_error: bool) -> dg.ExecuteInJobResult:
     job = defs.resolve_job_def(job_name)
-    return job.execute_in_process(partition_key=partition, instance=instance, raise_on_error=raise_on_error)
+    return job.execute_in_process(partition_key=partition, instance=instance, raise_on_error=raise_on_error,
+                                  run_config=_run_config())
 
 
 def materialize_dataset(defs: dg.Definitions, dataset: str, instance: dg.DagsterInstance | None = None,
@@ -51,4 +60,5 @@ def evaluate_domain(defs: dg.Definitions, domain: str, instance: dg.DagsterInsta
 
 def summarize(defs: dg.Definitions, instance: dg.DagsterInstance | None = None,
               raise_on_error: bool = True) -> dg.ExecuteInJobResult:
-    return defs.resolve_job_def(summarize_job.name).execute_in_process(instance=instance, raise_on_error=raise_on_error)
+    return defs.resolve_job_def(summarize_job.name).execute_in_process(
+        instance=instance, raise_on_error=raise_on_error, run_config=_run_config())

@@ -161,3 +161,18 @@ def test_published_reference_appears_for_the_collm_protocol():
     md = report.markdown("movies", test, res, {"bootstrap_samples": 10}, [], reference="collm_ml1m")
     assert "| CoLLM-MF | Qwen2-1.5B | 0.7354 | 0.6950 |" in md
     assert res["mf"]["warm"]["auc"]["value"] == 1.0 and res["mf"]["cold"]["auc"]["value"] == 0.0
+
+
+def test_metrics_that_cannot_exist_are_not_applicable_not_missing():
+    rng = np.random.default_rng(1)
+    n = 60
+    test = pl.DataFrame({"user_id": [f"u{k}" for k in range(n)], "label": rng.integers(0, 2, n),
+                         "warm": [k < 5 for k in range(n)], "not_cold": [k < 40 for k in range(n)]})
+    m = report.MethodScores("mf", rng.normal(size=n))
+    res = report.evaluate(test, [m], bootstrap_samples=10, min_subset_rows=20, one_row_per_user=True)
+    assert "only 5 warm test rows" in res["mf"]["warm"]["auc"]["not_applicable"]
+    assert "leave-one-out" in res["mf"]["all"]["uauc"]["not_applicable"]
+    assert "not_applicable" not in res["mf"]["all"]["auc"]
+    assert report.missing_metrics(res, ["mf"]) == []
+    md = report.markdown("d", test, res, {"bootstrap_samples": 10}, [])
+    assert "n/a†" in md and "† not applicable" in md
