@@ -32,11 +32,11 @@ test: $(STAMP)
 	$(PY) -m pytest -q -rs
 
 demo: $(STAMP)
-	mkdir -p $(DAGSTER_HOME)
+	mkdir -p $(DAGSTER_HOME) && touch $(DAGSTER_HOME)/dagster.yaml
 	$(PY) -m orchestration.demo
 
 ui: $(STAMP)
-	mkdir -p $(DAGSTER_HOME)
+	mkdir -p $(DAGSTER_HOME) && touch $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/dagster dev -h 127.0.0.1 -p $${PORT:-3000}
 
 bench: $(STAMP)
