@@ -18,10 +18,8 @@ ours). Timings are wall-clock on a shared machine: compare the ratio, not the ab
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -30,22 +28,9 @@ from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import roc_auc_score
 from torch.utils.data import DataLoader
 
-from models import cf, data_prep, metrics
+from _common import movies_split
+from models import cf, metrics
 from models.config import load_config
-
-
-def movies_split() -> pl.DataFrame:
-    cfg = load_config()
-    con = data_prep.connect(":memory:")
-    ds, dom = cfg.datasets["ml1m"], cfg.domains["movies"]
-    data_prep.ingest_dataset(con, ds)
-    data_prep.build_interactions(con, ds)
-    data_prep.build_domain(con, dom)
-    origin = data_prep.origin_month(con, "interactions", "dataset", "ml1m", dom.split)
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "split.parquet"
-        data_prep.build_split(con, "movies", dom.split, out, origin=origin)
-        return pl.read_parquet(out)
 
 
 def original_uauc(user, predict, label) -> float:
@@ -132,7 +117,7 @@ def main() -> None:
     args = parser.parse_args()
     cfg = load_config()
     c = cfg.cf
-    split = movies_split()
+    split, _ = movies_split()
     data = cf.Interactions.from_split(split)
     print(f"ML-1M movies: {data.n_users} users, {data.n_items} items, "
           f"{len(data.parts['train']['user'])} train rows")

@@ -1,0 +1,116 @@
+"""Yes-logit scoring on real ML-1M `movies` prompts: our scorer against the CoLLM-style forward
+(padded batches, full-vocabulary logits at every position) and the TALLRec-style generate (greedy
+generation, reading the first step's scores), same prompts, same model.
+
+- Pointwise: the first N test rows' text-only prompts (history = their last 10 positives).
+- Ranking: M users, each with one test row's 30 candidates (target + 29 negatives, seeded); our
+  scorer encodes each user's prompt prefix (template + history) once for all 30 candidates.
+Scores must agree within 1e-3 (max abs difference) or the script exits non-zero.
+
+How to read: last two lines `scoring_pointwise_speedup: <N>x` and `scoring_ranking30_speedup:
+<N>x`, each CoLLM-style time / ours. Wall-clock on a shared machine: compare ratios.
+
+    python benchmarks/scoring.py [--model smollm2-135m-instruct] [--pointwise 64] [--users 8]
+                                 [--generate-prompts 8] [--max-new-tokens 128] [--device auto]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from _common import movies_split
+from models import llm as llm_mod
+from models import scorer
+from models.candidates import sample_candidates
+from models.config import Settings
+from models.prompts import PromptBuilder
+
+
+def prompts_for(split: pl.DataFrame, titles: dict[str, str], n_point: int, n_users: int):
+    build = PromptBuilder(noun="movie")
+    test = split.filter(pl.col("split") == "test").with_row_index("row")
+    point = [build([titles[i] for i in h], t) for h, t in test.head(n_point).select("history_item_ids", "title").iter_rows()]
+    cands = sample_candidates(split, 29, 2023)
+    first_per_user = test.group_by("user_id", maintain_order=True).first().head(n_users)
+    groups = []
+    for row, hist in first_per_user.select("row", "history_item_ids").iter_rows():
+        items = cands.filter(pl.col("row") == row)["candidates"][0]
+        groups.append([build([titles[i] for i in hist], titles[c]) for c in items])
+    return point, groups
+
+
+@torch.no_grad()
+def generate_first_step(llm, prompts, max_new_tokens: int) -> np.ndarray:
+    """TALLRec-style: generate (greedy, up to max_new_tokens), keep the first step's Yes logit."""
+    out = []
+    for p in prompts:
+        enc = llm.tokenizer(p, return_tensors="pt").to(llm.device)
+        gen = llm.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, output_scores=True,
+                                 return_dict_in_generate=True, pad_token_id=llm.tokenizer.pad_token_id,
+                                 min_new_tokens=max_new_tokens)
+        out.append(float(gen.scores[0][0, llm.yes_id]))
+    return np.array(out)
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    value = fn()
+    return value, time.perf_counter() - t0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=llm_mod.EMBEDDED)
+    ap.add_argument("--pointwise", type=int, default=64)
+    ap.add_argument("--users", type=int, default=8)
+    ap.add_argument("--generate-prompts", type=int, default=8)
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args()
+
+    models_dir = Settings.from_env().data_dir / "models"
+    llm = llm_mod.load(llm_mod.resolve_model_path(args.model, models_dir), device=args.device)
+    print(f"model {llm.path.name} on {llm.device} ({llm.dtype}), threads {torch.get_num_threads()}")
+    split, items = movies_split()
+    titles = dict(items.iter_rows())
+    point, groups = prompts_for(split, titles, args.pointwise, args.users)
+    n_tokens = sum(len(llm.tokenizer.encode(p)) for p in point)
+    print(f"pointwise: {len(point)} prompts, {n_tokens} tokens; ranking: {len(groups)} users x "
+          f"{len(groups[0])} candidates")
+
+    scorer.score(llm, point[:4])  # warm-up (first-call allocations)
+    ref, ref_s = timed(lambda: scorer.score_reference(llm, point))
+    ours, ours_s = timed(lambda: scorer.score(llm, point))
+    diff = float(np.abs(ref - ours).max())
+    print(f"pointwise: CoLLM-style {ref_s:.2f} s ({n_tokens / ref_s:.0f} tokens/s), ours {ours_s:.2f} s; "
+          f"max |diff| {diff:.2e}")
+    gen_n = min(args.generate_prompts, len(point))
+    gen, gen_s = timed(lambda: generate_first_step(llm, point[:gen_n], args.max_new_tokens))
+    gen_diff = float(np.abs(gen - ours[:gen_n]).max())
+    print(f"TALLRec-style generate ({args.max_new_tokens} new tokens) on {gen_n} prompts: {gen_s:.2f} s "
+          f"({gen_s / gen_n:.2f} s/prompt vs ours {ours_s / len(point):.3f} s/prompt, "
+          f"{(gen_s / gen_n) / (ours_s / len(point)):.1f}x); max |diff| {gen_diff:.2e}")
+
+    flat = [p for g in groups for p in g]
+    rref, rref_s = timed(lambda: scorer.score_reference(llm, flat))
+    rours, rours_s = timed(lambda: np.concatenate(scorer.score_groups(llm, groups)))
+    rdiff = float(np.abs(rref - rours).max())
+    print(f"ranking: CoLLM-style {rref_s:.2f} s, ours {rours_s:.2f} s; max |diff| {rdiff:.2e}")
+    if max(diff, gen_diff, rdiff) > 1e-3:
+        print(f"FAIL: scores differ by more than 1e-3 ({diff:.2e}, {gen_diff:.2e}, {rdiff:.2e})")
+        return 1
+    print(f"scoring_pointwise_speedup: {ref_s / ours_s:.2f}x")
+    print(f"scoring_ranking30_speedup: {rref_s / rours_s:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

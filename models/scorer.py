@@ -1,0 +1,116 @@
+"""Yes/No scoring: the logit of the answer token " Yes" at the last prompt position (PROTOCOLS
+section 3), computed without the waste of the reference implementations.
+
+- Only the last real position of each prompt goes through the output layer, and only its " Yes"
+  row: one dot product per prompt instead of full-vocabulary logits at every position.
+- Prompts are sorted by length and cut into batches under a token budget, so padding stays small.
+- The prefix a group of prompts shares (the template's opening for pointwise scoring; a user's
+  whole history for that user's ranking candidates) is encoded once, and its key/value cache is
+  reused by every prompt of the group.
+
+`score_reference` is the plain forward pass the others are checked against."""
+
+from __future__ import annotations
+
+import copy
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from models.llm import LoadedLLM
+
+
+def _yes_row(llm: LoadedLLM) -> torch.Tensor:
+    head = llm.model.get_output_embeddings()
+    if getattr(head, "bias", None) is not None:
+        raise ValueError("the scorer assumes an output layer without bias (true for Llama-family models)")
+    return head.weight[llm.yes_id]
+
+
+@torch.no_grad()
+def score_reference(llm: LoadedLLM, prompts: Sequence[str], batch_size: int = 8) -> np.ndarray:
+    """CoLLM-style: padded batches in input order, full logits at every position, then the Yes
+    logit at each prompt's last real token."""
+    tok = llm.tokenizer
+    out = []
+    for start in range(0, len(prompts), batch_size):
+        enc = tok(list(prompts[start:start + batch_size]), return_tensors="pt", padding=True).to(llm.device)
+        logits = llm.model(**enc).logits  # (B, S, vocab)
+        last = enc["attention_mask"].sum(1) - 1
+        out.append(logits[torch.arange(len(last)), last, llm.yes_id].float().cpu())
+    return torch.cat(out).numpy() if out else np.empty(0)
+
+
+def _common_prefix(seqs: Sequence[Sequence[int]]) -> int:
+    """Length of the token prefix all sequences share, leaving at least one token in each."""
+    shortest = min(len(s) for s in seqs)
+    n = 0
+    while n < shortest - 1 and all(s[n] == seqs[0][n] for s in seqs):
+        n += 1
+    return n
+
+
+@torch.no_grad()
+def _encode_prefix(llm: LoadedLLM, prefix: list[int]):
+    if not prefix:
+        return None
+    ids = torch.tensor([prefix], device=llm.device)
+    return llm.model.model(input_ids=ids, use_cache=True).past_key_values
+
+
+@torch.no_grad()
+def _score_suffixes(llm: LoadedLLM, cache, prefix_len: int, suffixes: list[list[int]], yes: torch.Tensor) -> torch.Tensor:
+    """Yes logits of prompts = shared prefix (already in `cache`) + each suffix, in one batch."""
+    b = len(suffixes)
+    width = max(len(s) for s in suffixes)
+    pad = llm.tokenizer.pad_token_id
+    ids = torch.full((b, width), pad, dtype=torch.long)
+    mask = torch.zeros((b, prefix_len + width), dtype=torch.long)
+    mask[:, :prefix_len] = 1
+    for k, s in enumerate(suffixes):
+        ids[k, :len(s)] = torch.tensor(s)
+        mask[k, prefix_len:prefix_len + len(s)] = 1
+    positions = (prefix_len + torch.arange(width)).expand(b, width)
+    past = None
+    if cache is not None:
+        past = copy.deepcopy(cache)
+        past.batch_repeat_interleave(b)
+    hidden = llm.model.model(input_ids=ids.to(llm.device), attention_mask=mask.to(llm.device),
+                             position_ids=positions.to(llm.device), past_key_values=past,
+                             use_cache=cache is not None).last_hidden_state
+    last = torch.tensor([len(s) - 1 for s in suffixes], device=llm.device)
+    return (hidden[torch.arange(b, device=llm.device), last] @ yes).float().cpu()
+
+
+@torch.no_grad()
+def score_groups(llm: LoadedLLM, groups: Sequence[Sequence[str]], max_batch_tokens: int = 4096) -> list[np.ndarray]:
+    """Yes logits for groups of prompts; each group's shared prefix is encoded once.
+
+    Within a group, suffixes are sorted by length and batched under `max_batch_tokens` (suffix
+    tokens, padding included); results come back in the caller's order."""
+    yes = _yes_row(llm)
+    results = []
+    for group in groups:
+        seqs = [llm.tokenizer.encode(p) for p in group]
+        n = _common_prefix(seqs) if len(seqs) > 1 else 0
+        cache = _encode_prefix(llm, seqs[0][:n])
+        order = sorted(range(len(seqs)), key=lambda k: len(seqs[k]))
+        scores = torch.empty(len(seqs))
+        start = 0
+        while start < len(order):
+            end = start + 1
+            while end < len(order) and (end - start + 1) * (len(seqs[order[end]]) - n) <= max_batch_tokens:
+                end += 1
+            batch = order[start:end]
+            scores[batch] = _score_suffixes(llm, cache, n, [seqs[k][n:] for k in batch], yes)
+            start = end
+        results.append(scores.numpy())
+    return results
+
+
+def score(llm: LoadedLLM, prompts: Sequence[str], max_batch_tokens: int = 4096) -> np.ndarray:
+    """Pointwise Yes logits: one group, so the template's opening is encoded once for all."""
+    if not prompts:
+        return np.empty(0)
+    return score_groups(llm, [prompts], max_batch_tokens)[0]
