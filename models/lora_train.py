@@ -1,0 +1,254 @@
+"""LoRA training on the Yes logit (PROTOCOLS section 3), readable top to bottom.
+
+BCE on the " Yes" logit at the last prompt position; AdamW (no decay on biases and norms) with a
+linear warm-up from `warmup_start_lr` then cosine to `min_lr`; gradient accumulation; validation
+AUC on a fixed subsample every `eval_every` optimiser steps (CoLLM's "epoch" of 50 iterations);
+the best adapter kept; early stop after `patience` evaluations without improvement; a checkpoint
+every `checkpoint_every` steps that a new process resumes from (also after `kill -9`) to the same
+result; a non-finite loss stops training with a clear message and leaves the last good checkpoint.
+Under torchrun each process takes its share of every batch and DDP averages the gradients.
+
+Run as a module for torchrun or Dagster Pipes:
+    torchrun --nproc_per_node 2 -m models.lora_train job.json
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from models import metrics
+from models.llm import LoadedLLM, load
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 1e-3
+    warmup_steps: int = 200
+    warmup_start_lr: float = 1e-5
+    min_lr: float = 8e-5
+    weight_decay: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    batch_size: int = 16  # prompts per optimiser step (across processes and accumulation)
+    grad_accum: int = 1
+    max_steps: int = 1000
+    eval_every: int = 50
+    patience: int = 20  # evaluations without improvement
+    checkpoint_every: int = 50
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    seed: int = 2023
+
+
+@dataclass
+class TrainResult:
+    best_valid_auc: float
+    best_step: int
+    steps: int
+    stopped: str
+    tokens_per_s: float
+    history: list[dict] = field(default_factory=list)
+
+
+def lr_at(step: int, c: TrainConfig) -> float:
+    """Linear warm-up from warmup_start_lr to lr, then cosine down to min_lr at max_steps."""
+    if step < c.warmup_steps:
+        return c.warmup_start_lr + (c.lr - c.warmup_start_lr) * step / max(1, c.warmup_steps)
+    progress = (step - c.warmup_steps) / max(1, c.max_steps - c.warmup_steps)
+    return c.min_lr + 0.5 * (c.lr - c.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def add_lora(llm: LoadedLLM, c: TrainConfig):
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(r=c.lora_r, lora_alpha=c.lora_alpha, lora_dropout=c.lora_dropout,
+                     target_modules=list(c.target_modules), bias="none", task_type="CAUSAL_LM")
+    return get_peft_model(llm.model, cfg)
+
+
+class YesLogit(torch.nn.Module):
+    """The LoRA-wrapped model reduced to what training needs: the Yes logit at each prompt's last
+    token (only those rows meet the output layer). DDP wraps this module."""
+
+    def __init__(self, peft_model, yes_id: int):
+        super().__init__()
+        self.peft = peft_model
+        self.yes_id = yes_id
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        base = self.peft.get_base_model()
+        hidden = base.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        last = attention_mask.sum(1) - 1
+        yes = base.get_output_embeddings().weight[self.yes_id]
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last] @ yes
+
+
+def _encode(llm: LoadedLLM, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+    return llm.tokenizer(list(prompts), return_tensors="pt", padding=True).to(llm.device)
+
+
+@torch.no_grad()
+def evaluate(head: YesLogit, llm: LoadedLLM, prompts: Sequence[str], labels: np.ndarray, batch: int = 32) -> float:
+    head.eval()
+    scores = [head(**_encode(llm, prompts[i:i + batch])).float().cpu() for i in range(0, len(prompts), batch)]
+    head.train()
+    return metrics.auc(labels, torch.cat(scores).numpy())
+
+
+def _lora_state(peft_model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in peft_model.named_parameters() if v.requires_grad}
+
+
+def _save_checkpoint(path: Path, peft_model, opt, state: dict) -> None:
+    """Everything a new process needs to continue exactly; written beside, then renamed."""
+    tmp = path.with_name(path.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    torch.save({"lora": _lora_state(peft_model), "optimizer": opt.state_dict(), "state": state,
+                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}},
+               tmp / "checkpoint.pt")
+    old = path.with_name(path.name + ".old")
+    if path.exists():
+        path.rename(old)
+    tmp.rename(path)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def _load_checkpoint(path: Path, peft_model, opt) -> dict:
+    ck = torch.load(path / "checkpoint.pt", weights_only=False)
+    params = dict(peft_model.named_parameters())
+    with torch.no_grad():
+        for k, v in ck["lora"].items():
+            params[k].copy_(v)
+    opt.load_state_dict(ck["optimizer"])
+    torch.set_rng_state(ck["rng"]["torch"])
+    np.random.set_state(ck["rng"]["numpy"])
+    random.setstate(ck["rng"]["python"])
+    return ck["state"]
+
+
+def train(llm: LoadedLLM, train_prompts: Sequence[str], train_labels: np.ndarray, valid_prompts: Sequence[str],
+          valid_labels: np.ndarray, out_dir: Path, c: TrainConfig,
+          log: Callable[[str], None] = print) -> TrainResult:
+    """Train a LoRA adapter; the best one is saved in PEFT format under out_dir/adapter."""
+    distributed = dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    torch.manual_seed(c.seed)
+    random.seed(c.seed)
+    np.random.seed(c.seed)
+    model = add_lora(llm, c)
+    model.train()
+    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": c.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=c.lr, betas=c.betas)
+    head = YesLogit(model, llm.yes_id)
+    net = torch.nn.parallel.DistributedDataParallel(head) if distributed else head
+    ckpt = out_dir / "checkpoint"
+    state = {"step": 0, "best_auc": -1.0, "best_step": -1, "bad_evals": 0, "history": [], "tokens": 0}
+    if ckpt.exists():
+        state = _load_checkpoint(ckpt, model, opt)
+        log(f"resumed from {ckpt} at step {state['step']}")
+    saved_step = state["step"] if ckpt.exists() else None
+    labels_t = torch.as_tensor(np.asarray(train_labels), dtype=torch.float32)
+    n = len(train_prompts)
+    micro = c.batch_size // (c.grad_accum * world)
+    if micro < 1 or micro * c.grad_accum * world != c.batch_size:
+        raise ValueError(f"batch_size {c.batch_size} must split evenly over grad_accum {c.grad_accum} x {world} processes")
+    stopped, t0, tokens0 = "max_steps", time.perf_counter(), state["tokens"]
+    while state["step"] < c.max_steps:
+        step = state["step"]
+        # the data order is a function of (seed, step): a resumed run sees the same batches
+        epoch, offset = divmod(step * c.batch_size, n)
+        perm = np.random.default_rng(c.seed + epoch).permutation(n)
+        idx = np.concatenate([perm, np.random.default_rng(c.seed + epoch + 1).permutation(n)])[offset:offset + c.batch_size]
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, c)
+        opt.zero_grad(set_to_none=True)
+        total = 0.0
+        for a in range(c.grad_accum):
+            part = idx[(a * world + rank) * micro:(a * world + rank + 1) * micro]
+            enc = _encode(llm, [train_prompts[i] for i in part])
+            logits = net(enc["input_ids"], enc["attention_mask"])
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels_t[part].to(logits.device))
+            finite = torch.isfinite(loss.detach()).float().reshape(1).cpu()
+            if distributed:  # every process stops together, whichever shard went bad
+                dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+            if finite.item() < 1:
+                kept = f"the last good checkpoint (step {saved_step}) is kept in {ckpt}" if saved_step else \
+                    "no checkpoint had been written yet"
+                raise NonFiniteLoss(
+                    f"loss became {loss.item()} at step {step}: training stopped; {kept}. Lower the learning "
+                    f"rate (now {opt.param_groups[0]['lr']:.2e}) or check the inputs.")
+            ntok = int(enc["attention_mask"].sum())
+            (loss / c.grad_accum).backward()
+            total += loss.item() / c.grad_accum
+            state["tokens"] += ntok * world
+        opt.step()
+        state["step"] = step = step + 1
+        if step % c.eval_every == 0 or step == c.max_steps:
+            if rank == 0:
+                auc = evaluate(head, llm, valid_prompts, np.asarray(valid_labels))
+                rate = (state["tokens"] - tokens0) / max(1e-9, time.perf_counter() - t0)
+                state["history"].append({"step": step, "loss": total, "valid_auc": auc, "lr": lr_at(step - 1, c),
+                                         "tokens_per_s": rate})
+                log(f"step {step}: loss {total:.4f}, valid AUC {auc:.4f}, {rate:.0f} tokens/s")
+                if auc > state["best_auc"]:
+                    state.update(best_auc=auc, best_step=step, bad_evals=0)
+                    model.save_pretrained(out_dir / "adapter")
+                else:
+                    state["bad_evals"] += 1
+            if distributed:
+                flag = torch.tensor([state["bad_evals"]])
+                dist.broadcast(flag, 0)
+                state["bad_evals"] = int(flag)
+            if state["bad_evals"] >= c.patience:
+                stopped = "early_stop"
+        if rank == 0 and (step % c.checkpoint_every == 0 or stopped == "early_stop"):
+            _save_checkpoint(ckpt, model, opt, state)
+            saved_step = step
+        if stopped == "early_stop":
+            break
+    rate = (state["tokens"] - tokens0) / max(1e-9, time.perf_counter() - t0)
+    return TrainResult(state["best_auc"], state["best_step"], state["step"], stopped, rate, state["history"])
+
+
+def main(argv: list[str]) -> int:
+    """Entry point for torchrun / subprocesses: one JSON file describing the job."""
+    job = json.loads(Path(argv[0]).read_text())
+    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
+        dist.init_process_group("gloo" if not torch.cuda.is_available() else "nccl")
+    llm = load(Path(job["model_path"]), device=job.get("device", "cpu"), threads=int(job.get("threads", 0)))
+    c = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in job["config"].items()})
+    data = json.loads(Path(job["data"]).read_text())
+    result = train(llm, data["train_prompts"], np.array(data["train_labels"]), data["valid_prompts"],
+                   np.array(data["valid_labels"]), Path(job["out_dir"]), c)
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        (Path(job["out_dir"]) / "result.json").write_text(json.dumps(asdict(result), indent=2))
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
