@@ -20,7 +20,8 @@ from orchestration.resources import ProjectResource
 CODE_VERSION = meta.code_version(report)
 
 # Assets that write method scores, and their file under domains/<d>/scores/. The LLM stages add theirs.
-SCORE_SOURCES = {"cf_embeddings": "cf.parquet"}
+SCORE_SOURCES = {"cf_embeddings": "cf.parquet", "llm_scores": "llm.parquet"}
+REQUIRED_SOURCES = {"cf_embeddings"}  # the LLM rows join when llm_scores has run for the domain
 CHECKS = ("report_complete", "metric_floors", "no_regression")
 
 
@@ -36,7 +37,9 @@ def load_methods(project: ProjectResource, domain: str, n_test: int) -> tuple[li
     for asset, filename in SCORE_SOURCES.items():
         path = domain_dir(project, domain, "scores") / filename
         if not path.exists():
-            raise dg.Failure(f"{path} is missing: materialize {asset} for domain {domain!r} first")
+            if asset in REQUIRED_SOURCES:
+                raise dg.Failure(f"{path} is missing: materialize {asset} for domain {domain!r} first")
+            continue
         lineage.append({"asset": asset, "path": str(path), "sha256": data_prep.file_sha256(path)})
         df = pl.read_parquet(path)
         for name in df["method"].unique(maintain_order=True):
@@ -44,10 +47,11 @@ def load_methods(project: ProjectResource, domain: str, n_test: int) -> tuple[li
             point = np.full(n_test, np.nan)
             point[part["row"].to_numpy()] = part["score"].to_numpy()
             ranking = None
-            if part["candidate_scores"].null_count() < part.height:
-                width = part["candidate_scores"].list.len().max()
+            listed = part.filter(pl.col("candidate_scores").is_not_null())
+            if listed.height:
+                width = listed["candidate_scores"].list.len().max()
                 ranking = np.full((n_test, width), np.nan)
-                ranking[part["row"].to_numpy()] = np.array(part["candidate_scores"].to_list(), dtype=np.float64)
+                ranking[listed["row"].to_numpy()] = np.array(listed["candidate_scores"].to_list(), dtype=np.float64)
             methods.append(report.MethodScores(name, point, ranking, {"asset": asset}))
     return methods, lineage
 

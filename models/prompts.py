@@ -68,3 +68,21 @@ class PromptBuilder:
                 f"the prompt for {target_title!r} needs {self.count_tokens(text)} tokens without any history, "
                 f"over the budget of {self.max_tokens}: raise the token budget")
         return text
+
+
+def examples(split, titles: dict[str, str], build: PromptBuilder, part: str, limit: int | float | None,
+             seed: int = 2023, with_labels: bool = True) -> tuple[list[str], "np.ndarray | None", "np.ndarray"]:
+    """(prompts, labels, row positions within `part`) for one split part of a split table, on a fixed
+    seeded subsample: `limit` rows (int), a fraction of them (float <= 1), or all (None). Scoring test
+    rows passes with_labels=False: only the report reads test labels."""
+    import numpy as np
+    import polars as pl
+
+    rows = split.filter(pl.col("split") == part)
+    n = rows.height
+    take = n if limit is None else (round(n * limit) if isinstance(limit, float) and limit <= 1 else min(n, int(limit)))
+    positions = np.sort(np.random.default_rng(seed).choice(n, take, replace=False)) if take < n else np.arange(n)
+    chosen = rows[positions.tolist()]
+    prompts = [build([titles[i] for i in hist], title)
+               for hist, title in chosen.select("history_item_ids", "title").iter_rows()]
+    return prompts, (chosen["label"].to_numpy() if with_labels else None), positions

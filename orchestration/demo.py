@@ -13,7 +13,9 @@ import dagster as dg
 from models.config import PROJECT_ROOT, Settings, load_config
 from orchestration.definitions import build_definitions
 from orchestration import jobs
-from orchestration.jobs import evaluate_domain, materialize_dataset, materialize_domain, summarize
+from orchestration.jobs import (evaluate_domain, materialize_dataset, materialize_domain, summarize,
+                                train_base_spirit)
+from orchestration.profiles import profile
 
 
 def main() -> int:
@@ -36,8 +38,16 @@ def main() -> int:
                   for e in result.get_asset_materialization_events()}["temporal_split"]
             rows.append((dom, cfg.domains[dom].role, *(md[f"{s}/rows"].value for s in ("train", "valid", "test")),
                          md["test/not_cold"].value, md["test/warm"].value, md["path"].value))
-            print(f"[demo] domain {dom}: CF baselines and evaluation report", flush=True)
-            result = evaluate_domain(defs, dom, instance, raise_on_error=False)
+        llm_domains = profile(settings.profile)["llm_domains"]
+        llm_domains = sorted(cfg.domains) if llm_domains is None else [d for d in llm_domains if d in cfg.domains]
+        if llm_domains:
+            print(f"[demo] base spirit LoRA ({settings.profile} profile)", flush=True)
+            failed += not train_base_spirit(defs, instance, raise_on_error=False).success
+        for dom in sorted(cfg.domains):
+            with_llm = dom in llm_domains
+            print(f"[demo] domain {dom}: CF baselines{', ingredient LoRA, LLM scores' if with_llm else ''} "
+                  "and evaluation report", flush=True)
+            result = evaluate_domain(defs, dom, instance, raise_on_error=False, with_llm=with_llm)
             if not result.success:
                 print(f"[demo]   evaluate_domain failed for {dom}; see the run in `make ui`", flush=True)
                 failed += 1

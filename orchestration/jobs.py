@@ -21,11 +21,19 @@ prepare_domain_job = dg.define_asset_job(
 evaluate_domain_job = dg.define_asset_job(
     "evaluate_domain", selection=EVALUATION_ASSETS,
     description="One domain's ranking candidates, CF baselines and evaluation report (with its gates).")
+train_base_spirit_job = dg.define_asset_job(
+    "train_base_spirit", selection=dg.AssetSelection.assets("base_spirit_lora"),
+    description="The base spirit LoRA on the union of the general domains.")
+evaluate_domain_llm_job = dg.define_asset_job(
+    "evaluate_domain_llm",
+    selection=EVALUATION_ASSETS | dg.AssetSelection.assets("ingredient_lora", "llm_scores"),
+    description="As evaluate_domain, plus the domain's ingredient LoRA and the LLM rows of the report.")
 summarize_job = dg.define_asset_job(
     "summarize", selection=dg.AssetSelection.assets("evaluation_summary"),
     description="The cross-domain summary of every domain's report.")
 
-JOBS = [ingest_dataset_job, prepare_domain_job, evaluate_domain_job, summarize_job]
+JOBS = [ingest_dataset_job, prepare_domain_job, evaluate_domain_job, train_base_spirit_job, evaluate_domain_llm_job,
+        summarize_job]
 
 
 # console log level of in-process runs; `make demo` sets INFO so progress shows without event noise
@@ -54,8 +62,15 @@ def materialize_domain(defs: dg.Definitions, domain: str, instance: dg.DagsterIn
 
 
 def evaluate_domain(defs: dg.Definitions, domain: str, instance: dg.DagsterInstance | None = None,
-                    raise_on_error: bool = True) -> dg.ExecuteInJobResult:
-    return _run(defs, evaluate_domain_job.name, domain, instance, raise_on_error)
+                    raise_on_error: bool = True, with_llm: bool = False) -> dg.ExecuteInJobResult:
+    job = evaluate_domain_llm_job if with_llm else evaluate_domain_job
+    return _run(defs, job.name, domain, instance, raise_on_error)
+
+
+def train_base_spirit(defs: dg.Definitions, instance: dg.DagsterInstance | None = None,
+                      raise_on_error: bool = True) -> dg.ExecuteInJobResult:
+    return defs.resolve_job_def(train_base_spirit_job.name).execute_in_process(
+        instance=instance, raise_on_error=raise_on_error, run_config=_run_config())
 
 
 def summarize(defs: dg.Definitions, instance: dg.DagsterInstance | None = None,

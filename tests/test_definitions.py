@@ -19,7 +19,10 @@ EXPECTED_ASSETS = {
     "temporal_split": ("domain", ["domain_interactions"]),
     "ranking_candidates": ("domain", ["temporal_split"]),
     "cf_embeddings": ("domain", ["ranking_candidates", "temporal_split"]),
-    "evaluation_report": ("domain", ["cf_embeddings", "ranking_candidates", "temporal_split"]),
+    "base_spirit_lora": ("none", ["temporal_split"]),
+    "ingredient_lora": ("domain", ["temporal_split"]),
+    "llm_scores": ("domain", ["base_spirit_lora", "ingredient_lora", "ranking_candidates"]),
+    "evaluation_report": ("domain", ["cf_embeddings", "llm_scores", "ranking_candidates", "temporal_split"]),
     "evaluation_summary": ("none", ["evaluation_report"]),
 }
 
@@ -38,7 +41,8 @@ def test_asset_graph_snapshot(tmp_path):
     assert got == EXPECTED_ASSETS
     checks = {k.name for k in graph.asset_check_keys}
     assert checks == {"quarantine_share_within_limit", "report_complete", "metric_floors", "no_regression"}
-    assert {j.name for j in defs.jobs} >= {"ingest_dataset", "prepare_domain", "evaluate_domain", "summarize"}
+    assert {j.name for j in defs.jobs} >= {"ingest_dataset", "prepare_domain", "evaluate_domain", "train_base_spirit",
+                                          "evaluate_domain_llm", "summarize"}
 
 
 def test_dagster_cli_finds_and_validates_the_code_location(tmp_path):

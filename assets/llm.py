@@ -1,0 +1,141 @@
+"""LLM assets: the base spirit LoRA (union of the general domains), one ingredient LoRA per domain
+(trained from the same base LLM, as in RecCocktail), and their scores on the test rows and
+candidate lists, which the evaluation report reads."""
+
+import json
+import time
+
+import dagster as dg
+import numpy as np
+import polars as pl
+
+from assets import _metadata as meta
+from assets.cf import domain_dir, read_split, write_scores
+from models import data_prep, lora_train, llm as llm_mod, prompts as prompt_mod, scorer
+from models.config import ProjectConfig
+from orchestration.partitions import domain_partitions
+from orchestration.profiles import profile
+from orchestration.resources import ProjectResource
+
+CODE_VERSION = meta.code_version(lora_train, scorer, prompt_mod, llm_mod)
+GPU_TAGS = {"dagster/concurrency_key": "gpu"}
+
+
+def _llm(project: ProjectResource) -> llm_mod.LoadedLLM:
+    return llm_mod.load(llm_mod.resolve_model_path(profile(project.profile)["model"], project.root / "models"))
+
+
+def _builder(llm: llm_mod.LoadedLLM, noun: str, max_tokens: int) -> prompt_mod.PromptBuilder:
+    return prompt_mod.PromptBuilder(noun=noun, max_tokens=max_tokens,
+                                    count_tokens=lambda text: len(llm.tokenizer.encode(text)))
+
+
+def _titles(project: ProjectResource, domain: str) -> dict[str, str]:
+    return dict(pl.read_parquet(domain_dir(project, domain) / "items.parquet").iter_rows())
+
+
+def _train_adapter(context, project: ProjectResource, domains: list[str], out) -> dg.MaterializeResult:
+    prof = profile(project.profile)
+    llm = _llm(project)
+    train_p, train_y, valid_p, valid_y = [], [], [], []
+    for d in domains:
+        split, titles = read_split(project, d), _titles(project, d)
+        build = _builder(llm, project.config.domains[d].item_noun, prof["max_prompt_tokens"])
+        p, y, _ = prompt_mod.examples(split, titles, build, "train", prof["train_rows_per_domain"])
+        train_p += p
+        train_y += y.tolist()
+        p, y, _ = prompt_mod.examples(split, titles, build, "valid", prof["valid_rows"])
+        valid_p += p
+        valid_y += y.tolist()
+    cfg = lora_train.TrainConfig(**prof["train"])
+    context.log.info(f"training on {len(train_p)} prompts from {', '.join(domains)}; validating on {len(valid_p)}")
+    result = lora_train.train(llm, train_p, np.array(train_y), valid_p, np.array(valid_y), out, cfg,
+                              log=context.log.info)
+    from models.report import plot_curve
+
+    curve = plot_curve([h["valid_auc"] for h in result.history], f"evaluation (every {cfg.eval_every} steps)",
+                       "validation AUC", f"{out.name}: best {result.best_valid_auc:.4f} at step {result.best_step}",
+                       out / "valid_auc.png")
+    weights = out / "adapter" / "adapter_model.safetensors"
+    digest = data_prep.file_sha256(weights)
+    (out / "training.json").write_text(json.dumps({"domains": domains, "config": cfg.__dict__,
+                                                   "result": result.__dict__}, indent=2, default=str))
+    return dg.MaterializeResult(
+        metadata={"domains": ", ".join(domains), "train_prompts": len(train_p), "valid_prompts": len(valid_p),
+                  "model": str(llm.path), "steps": result.steps, "stopped": result.stopped,
+                  "best_valid_auc": round(result.best_valid_auc, 4), "best_step": result.best_step,
+                  "tokens_per_s": round(result.tokens_per_s, 1),
+                  "loss_and_auc": dg.MetadataValue.json(result.history),
+                  "valid_auc_plot": dg.MetadataValue.path(str(curve)),
+                  "adapter": dg.MetadataValue.path(str(out / "adapter")), "adapter_sha256": digest},
+        data_version=dg.DataVersion(digest[:16]))
+
+
+def build_llm_assets(cfg: ProjectConfig) -> list:
+    partitions = domain_partitions(cfg)
+    general = sorted(d.name for d in cfg.domains.values() if d.role == "general")
+
+    @dg.asset(deps=[dg.AssetDep("temporal_split", partition_mapping=dg.AllPartitionMapping())],
+              code_version=CODE_VERSION, kinds={"pytorch", "peft"}, group_name="llm", op_tags=GPU_TAGS,
+              description=f"One LoRA adapter trained on the train prompts of the general domains "
+                          f"({', '.join(general) or 'none configured'}), in PEFT format under adapters/base_spirit.")
+    def base_spirit_lora(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
+        if not general:
+            raise dg.Failure("no domain has role: general in the config; the base spirit needs at least one")
+        return _train_adapter(context, project, general, project.artifact_dir("adapters", "base_spirit"))
+
+    @dg.asset(deps=["temporal_split"], partitions_def=partitions, code_version=CODE_VERSION,
+              kinds={"pytorch", "peft"}, group_name="llm", op_tags=GPU_TAGS,
+              description="The domain's ingredient LoRA, trained from the same base LLM on the domain's text-only "
+                          "prompts (TALLRec / CoLLM step 1), in PEFT format under adapters/ingredient/<domain>.")
+    def ingredient_lora(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
+        d = context.partition_key
+        return _train_adapter(context, project, [d], project.artifact_dir("adapters", "ingredient", d))
+
+    @dg.asset(deps=[base_spirit_lora, ingredient_lora, "ranking_candidates"], partitions_def=partitions,
+              code_version=CODE_VERSION, kinds={"pytorch"}, group_name="llm", op_tags=GPU_TAGS,
+              description="Yes-logit scores of the untrained LLM, the base spirit only and the ingredient only "
+                          "(TALLRec) on a seeded sample of test rows and candidate lists: scores/llm.parquet.")
+    def llm_scores(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
+        from peft import PeftModel
+
+        d = context.partition_key
+        prof = profile(project.profile)
+        split, titles = read_split(project, d), _titles(project, d)
+        base = _llm(project)
+        build = _builder(base, project.config.domains[d].item_noun, prof["max_prompt_tokens"])
+        point_p, _, rows = prompt_mod.examples(split, titles, build, "test", prof["test_rows"], with_labels=False)
+        test = split.filter(pl.col("split") == "test")
+        cands = pl.read_parquet(domain_dir(project, d) / "candidates.parquet").sort("row")
+        hist = test["history_item_ids"].to_list()
+        # ranking rows: a seeded sample of the scored rows (labels are not read: the report keeps positives)
+        n_rank = len(rows) if prof["ranking_users"] is None else min(len(rows), int(prof["ranking_users"]))
+        rank_rows = np.sort(np.random.default_rng(2023).choice(rows, n_rank, replace=False))
+        groups = [[build([titles[i] for i in hist[r]], titles[c]) for c in cands["candidates"][int(r)]] for r in rank_rows]
+        adapters = {"llm_untrained": None, "base_spirit": project.root / "adapters" / "base_spirit" / "adapter",
+                    "ingredient_tallrec": project.root / "adapters" / "ingredient" / d / "adapter"}
+        out_rows, md = [], {}
+        for method, adapter in adapters.items():
+            model = base
+            if adapter is not None:
+                if not adapter.exists():
+                    raise dg.Failure(f"{adapter} is missing: materialize {method.split('_')[0]} first")
+                fresh = _llm(project)
+                fresh.model = PeftModel.from_pretrained(fresh.model, adapter).merge_and_unload().eval()
+                model = fresh
+            t0 = time.perf_counter()
+            point = scorer.score(model, point_p)
+            ranked = dict(zip(rank_rows.tolist(), scorer.score_groups(model, groups)))
+            md[f"{method}/score_s"] = round(time.perf_counter() - t0, 1)
+            out_rows += [{"method": method, "row": int(r), "score": float(s),
+                          "candidate_scores": ranked[int(r)].tolist() if int(r) in ranked else None}
+                         for r, s in zip(rows, point)]
+        path = domain_dir(project, d, "scores") / "llm.parquet"
+        digest = write_scores(path, out_rows)
+        return dg.MaterializeResult(
+            metadata={**md, "test_rows_scored": len(rows), "ranking_lists_scored": len(rank_rows),
+                      "test_rows": test.height, "scores_path": dg.MetadataValue.path(str(path)),
+                      "scores_sha256": digest},
+            data_version=dg.DataVersion(digest[:16]))
+
+    return [base_spirit_lora, ingredient_lora, llm_scores]

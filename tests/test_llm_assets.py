@@ -1,0 +1,43 @@
+"""The LLM assets end to end on the smoke profile: base spirit, ingredient, their scores, and the
+report's LLM rows."""
+
+import json
+
+import dagster as dg
+import yaml
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+
+from models.config import Settings
+from orchestration.definitions import build_definitions
+from orchestration.jobs import evaluate_domain, materialize_dataset, materialize_domain, train_base_spirit
+from test_report import write_fixture
+
+
+def test_llm_rows_join_the_report(tmp_path):
+    settings = write_fixture(tmp_path)
+    cfg = yaml.safe_load(settings.config_path.read_text())
+    cfg["domains"]["shop_all"] = {"dataset": "synthetic", "item_noun": "item", "role": "general"}
+    settings.config_path.write_text(yaml.safe_dump(cfg))
+    defs = build_definitions(Settings(settings.data_dir, settings.config_path, "smoke"))
+    instance = dg.DagsterInstance.ephemeral()
+    assert materialize_dataset(defs, "synthetic", instance).success
+    for d in ("shop", "shop_all"):
+        assert materialize_domain(defs, d, instance).success
+    base = train_base_spirit(defs, instance)
+    assert base.success
+    (event,) = base.get_asset_materialization_events()
+    md = {k: v.value for k, v in event.materialization.metadata.items()}
+    assert md["domains"] == "shop_all" and md["steps"] == 10 and md["tokens_per_s"] > 0
+    assert len(md["loss_and_auc"]) == 2
+    result = evaluate_domain(defs, "shop", instance, with_llm=True)
+    assert result.success
+    payload = json.loads((settings.data_dir / "reports" / "shop" / "metrics.json").read_text())
+    assert {"llm_untrained", "base_spirit", "ingredient_tallrec"} <= set(payload["metrics"])
+    for method in ("llm_untrained", "base_spirit", "ingredient_tallrec"):
+        assert payload["metrics"][method]["all"]["auc"]["n"] > 0
+        assert "ndcg@1" in payload["metrics"][method]["all"]
+    assert [x["asset"] for x in payload["lineage"]][-1] == "llm_scores"
+    adapter = settings.data_dir / "adapters" / "ingredient" / "shop" / "adapter"
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(settings.data_dir / "models" / "tiny-llama-smoke"), adapter)
+    assert any("lora_B" in n for n, _ in model.named_parameters())
