@@ -83,18 +83,12 @@ def _score_suffixes(llm: LoadedLLM, cache, prefix_len: int, suffixes: list[list[
     return (hidden[torch.arange(b, device=llm.device), last] @ yes).float().cpu()
 
 
-@torch.no_grad()
-def score_groups(llm: LoadedLLM, groups: Sequence[Sequence[str]], max_batch_tokens: int = 4096) -> list[np.ndarray]:
-    """Yes logits for groups of prompts; each group's shared prefix is encoded once.
-
-    Within a group, suffixes are sorted by length and batched under `max_batch_tokens` (suffix
-    tokens, padding included); results come back in the caller's order."""
+def _score_token_groups(llm: LoadedLLM, groups: Sequence[Sequence[list[int]]], max_batch_tokens: int) -> list[torch.Tensor]:
     yes = _yes_row(llm)
     results = []
-    for group in groups:
-        seqs = [llm.tokenizer.encode(p) for p in group]
+    for seqs in groups:
         n = _common_prefix(seqs) if len(seqs) > 1 else 0
-        cache = _encode_prefix(llm, seqs[0][:n])
+        cache = _encode_prefix(llm, list(seqs[0][:n]))
         order = sorted(range(len(seqs)), key=lambda k: len(seqs[k]))
         scores = torch.empty(len(seqs))
         start = 0
@@ -103,14 +97,44 @@ def score_groups(llm: LoadedLLM, groups: Sequence[Sequence[str]], max_batch_toke
             while end < len(order) and (end - start + 1) * (len(seqs[order[end]]) - n) <= max_batch_tokens:
                 end += 1
             batch = order[start:end]
-            scores[batch] = _score_suffixes(llm, cache, n, [seqs[k][n:] for k in batch], yes)
+            scores[batch] = _score_suffixes(llm, cache, n, [list(seqs[k][n:]) for k in batch], yes)
             start = end
-        results.append(scores.numpy())
+        results.append(scores)
     return results
 
 
-def score(llm: LoadedLLM, prompts: Sequence[str], max_batch_tokens: int = 4096) -> np.ndarray:
-    """Pointwise Yes logits: one group, so the template's opening is encoded once for all."""
+@torch.no_grad()
+def score_groups(llm: LoadedLLM, groups: Sequence[Sequence[str]], max_batch_tokens: int = 4096) -> list[np.ndarray]:
+    """Yes logits for groups of prompts (e.g. one user's ranking candidates); each group's shared
+    prefix is encoded once. Within a group, suffixes are sorted by length and batched under
+    `max_batch_tokens` (suffix tokens, padding included); results come back in the caller's order."""
+    tokenized = [[llm.tokenizer.encode(p) for p in group] for group in groups]
+    return [s.numpy() for s in _score_token_groups(llm, tokenized, max_batch_tokens)]
+
+
+@torch.no_grad()
+def score(llm: LoadedLLM, prompts: Sequence[str], max_batch_tokens: int = 4096, min_shared_tokens: int = 48,
+          max_group: int = 64) -> np.ndarray:
+    """Pointwise Yes logits. Prompts are sorted by their tokens; runs of neighbours that share at
+    least `min_shared_tokens` (typically one user's rows with the same history) form groups that
+    reuse one encoded prefix; the rest are scored together, reusing the template's opening."""
     if not prompts:
         return np.empty(0)
-    return score_groups(llm, [prompts], max_batch_tokens)[0]
+    seqs = [llm.tokenizer.encode(p) for p in prompts]
+    order = sorted(range(len(seqs)), key=lambda k: seqs[k])
+    groups: list[list[int]] = []
+    loose: list[int] = []
+    run = [order[0]]
+    for k in order[1:]:
+        if len(run) < max_group and _common_prefix([seqs[run[0]], seqs[k]]) >= min_shared_tokens:
+            run.append(k)
+        else:
+            (groups.append(run) if len(run) > 1 else loose.extend(run))
+            run = [k]
+    (groups.append(run) if len(run) > 1 else loose.extend(run))
+    if loose:
+        groups.append(loose)
+    out = np.empty(len(seqs), dtype=np.float32)
+    for members, scores in zip(groups, _score_token_groups(llm, [[seqs[k] for k in g] for g in groups], max_batch_tokens)):
+        out[members] = scores.numpy()
+    return out

@@ -43,3 +43,12 @@ def test_identical_prompts_still_score(smoke):
     s = scorer.score(smoke, [p, p, p])
     assert np.allclose(s, s[0]) and np.abs(s[0] - scorer.score_reference(smoke, [p])[0]) < 1e-4
     assert scorer.score(smoke, []).shape == (0,)
+
+
+def test_pointwise_rows_sharing_a_history_reuse_it_and_stay_exact(smoke):
+    build = PromptBuilder(noun="movie")
+    long_history = [f"A fairly long remembered film title number {k}" for k in range(10)]
+    shared = [build(long_history, f"Target {k}") for k in range(12)]
+    prompts = _prompts(9) + shared[:6] + _prompts(3, seed=5) + shared[6:]  # interleaved, out of order
+    ref = scorer.score_reference(smoke, prompts)
+    assert np.abs(ref - scorer.score(smoke, prompts, max_batch_tokens=256)).max() < 1e-4
