@@ -206,6 +206,9 @@ def train(llm: LoadedLLM, train_prompts: Sequence[str], train_labels: np.ndarray
             state["tokens"] += ntok * world
         opt.step()
         state["step"] = step = step + 1
+        if rank == 0 and step % max(1, c.eval_every // 5) == 0:
+            rate = (state["tokens"] - tokens0) / max(1e-9, time.perf_counter() - t0)
+            log(f"step {step}/{c.max_steps}: loss {total:.4f}, lr {lr_at(step - 1, c):.2e}, {rate:.0f} tokens/s")
         if step % c.eval_every == 0 or step == c.max_steps:
             if rank == 0:
                 auc = evaluate(head, llm, valid_prompts, np.asarray(valid_labels))
