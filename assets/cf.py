@@ -92,9 +92,8 @@ def build_cf_assets(cfg: ProjectConfig) -> list:
             "mf": cf.train_mf_bce(data, cf.MFConfig(seed=seed, **(c.get("mf") or {})), log=context.log.info),
         }
         rows, md = [], {}
-        pop_counts = np.bincount(data.parts["train"]["item"], weights=data.parts["train"]["label"],
-                                 minlength=data.n_items)
-        pop_test = cf.popularity_scores(data, "test")
+        pop_counts = cf.popularity_counts(data)
+        pop_test = pop_counts[data.parts["test"]["item"]]
         for r in range(len(test_users)):
             rows.append({"method": "popularity", "row": r, "score": float(pop_test[r]),
                          "candidate_scores": pop_counts[cand_idx[r]].tolist()})

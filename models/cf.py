@@ -105,11 +105,15 @@ class CFModel:
                    z["item_factors"], z["known_users"], z["known_items"], info)
 
 
-def popularity_scores(data: Interactions, split: str) -> np.ndarray:
-    """Score = the item's number of positive train interactions (a non-personalised baseline)."""
+def popularity_counts(data: Interactions) -> np.ndarray:
+    """Each item's number of positive train interactions: the popularity baseline's score."""
     t = data.parts["train"]
-    counts = np.bincount(t["item"], weights=t["label"], minlength=data.n_items)
-    return counts[data.parts[split]["item"]]
+    return np.bincount(t["item"], weights=t["label"], minlength=data.n_items)
+
+
+def popularity_scores(data: Interactions, split: str) -> np.ndarray:
+    """Popularity scores of one split's rows (a non-personalised baseline)."""
+    return popularity_counts(data)[data.parts[split]["item"]]
 
 
 def _implicit_model(kind: str, factors: int, regularization: float, iterations: int, seed: int,

@@ -329,19 +329,19 @@ def build_split(con: duckdb.DuckDBPyConnection, domain: str, spec: SplitSpec, ou
     assign_split(con, domain, spec, origin)
     sql.run(con, "split_finish", warm_threshold=warm_threshold, history_length=history_length)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_suffix(f".tmp-{os.getpid()}")
-    # DuckDB writes the Parquet file itself: no Arrow copy of the history lists in Python
-    target = str(tmp).replace("'", "''")
-    con.execute(f"COPY (SELECT * FROM split_rows ORDER BY {SPLIT_ORDER}) TO '{target}' "
-                f"(FORMAT parquet, COMPRESSION zstd)")
-    os.replace(tmp, out_path)
-    items_path = out_path.with_name("items.parquet")
-    tmp = items_path.with_suffix(f".tmp-{os.getpid()}")
-    target = str(tmp).replace("'", "''")
-    con.execute(f"COPY (SELECT DISTINCT item_id, title FROM assigned ORDER BY item_id) TO '{target}' "
-                f"(FORMAT parquet, COMPRESSION zstd)")
-    os.replace(tmp, items_path)
+    _copy_to_parquet(con, f"SELECT * FROM split_rows ORDER BY {SPLIT_ORDER}", out_path)
+    _copy_to_parquet(con, "SELECT DISTINCT item_id, title FROM assigned ORDER BY item_id",
+                     out_path.with_name("items.parquet"))
     return split_stats(con, out_path)
+
+
+def _copy_to_parquet(con: duckdb.DuckDBPyConnection, query: str, path: Path) -> None:
+    """DuckDB writes the file itself (no Arrow copy of list columns in Python), beside its final
+    name, then renames it into place. COPY cannot bind its target, so the path is quoted."""
+    tmp = path.with_suffix(f".tmp-{os.getpid()}")
+    target = str(tmp).replace("'", "''")
+    con.execute(f"COPY ({query}) TO '{target}' (FORMAT parquet, COMPRESSION zstd)")
+    os.replace(tmp, path)
 
 
 def split_stats(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, Any]:
