@@ -34,7 +34,7 @@ def _titles(project: ProjectResource, domain: str) -> dict[str, str]:
     return dict(pl.read_parquet(domain_dir(project, domain) / "items.parquet").iter_rows())
 
 
-def _train_adapter(context, project: ProjectResource, domains: list[str], out) -> dg.MaterializeResult:
+def _train_adapter(context, project: ProjectResource, domains: list[str], out, kind: str) -> dg.MaterializeResult:
     prof = profile(project.profile)
     llm = _llm(project)
     train_p, train_y, valid_p, valid_y = [], [], [], []
@@ -47,7 +47,7 @@ def _train_adapter(context, project: ProjectResource, domains: list[str], out) -
         p, y, _ = prompt_mod.examples(split, titles, build, "valid", prof["valid_rows"])
         valid_p += p
         valid_y += y.tolist()
-    cfg = lora_train.TrainConfig(**prof["train"])
+    cfg = lora_train.TrainConfig(**{**prof["train"], **prof.get(f"{kind}_train", {})})
     context.log.info(f"training on {len(train_p)} prompts from {', '.join(domains)}; validating on {len(valid_p)}")
     result = lora_train.train(llm, train_p, np.array(train_y), valid_p, np.array(valid_y), out, cfg,
                               log=context.log.info)
@@ -82,7 +82,8 @@ def build_llm_assets(cfg: ProjectConfig) -> list:
     def base_spirit_lora(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
         if not general:
             raise dg.Failure("no domain has role: general in the config; the base spirit needs at least one")
-        return _train_adapter(context, project, general, project.artifact_dir("adapters", "base_spirit"))
+        return _train_adapter(context, project, general, project.artifact_dir("adapters", "base_spirit"),
+                              "base_spirit")
 
     @dg.asset(deps=["temporal_split"], partitions_def=partitions, code_version=CODE_VERSION,
               kinds={"pytorch", "peft"}, group_name="llm", op_tags=GPU_TAGS,
@@ -90,7 +91,8 @@ def build_llm_assets(cfg: ProjectConfig) -> list:
                           "prompts (TALLRec / CoLLM step 1), in PEFT format under adapters/ingredient/<domain>.")
     def ingredient_lora(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
         d = context.partition_key
-        return _train_adapter(context, project, [d], project.artifact_dir("adapters", "ingredient", d))
+        return _train_adapter(context, project, [d], project.artifact_dir("adapters", "ingredient", d),
+                              "ingredient")
 
     @dg.asset(deps=[base_spirit_lora, ingredient_lora, "ranking_candidates"], partitions_def=partitions,
               code_version=CODE_VERSION, kinds={"pytorch"}, group_name="llm", op_tags=GPU_TAGS,

@@ -22,7 +22,7 @@ FORMATS = (
 )
 PROTOCOLS = ("month_window", "date_cutoff", "leave_one_out")
 ROLES = ("general", "target", "cold_start")
-PROFILES = ("smoke", "demo", "full")
+PROFILES = ("smoke", "demo", "extended", "full")
 
 
 class ConfigError(ValueError):

@@ -8,6 +8,11 @@ every `checkpoint_every` steps that a new process resumes from (also after `kill
 result; a non-finite loss stops training with a clear message and leaves the last good checkpoint.
 Under torchrun each process takes its share of every batch and DDP averages the gradients.
 
+Speed: prompts are tokenized once; each epoch's batches are grouped by length (a seeded shuffle, cut
+into pools of `length_group` batches, each pool sorted by length, the batches shuffled again), so
+little compute goes to padding; only the last position of each prompt meets the output layer.
+`tokens_per_s` counts real (unpadded) tokens over the time spent in training steps.
+
 Run as a module for torchrun or Dagster Pipes:
     torchrun --nproc_per_node 2 -m models.lora_train job.json
 """
@@ -55,6 +60,7 @@ class TrainConfig:
     lora_alpha: int = 16
     lora_dropout: float = 0.05
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    length_group: int = 32  # batches per length-sorted pool; 1 = plain shuffled batches
     seed: int = 2023
 
 
@@ -103,6 +109,26 @@ class YesLogit(torch.nn.Module):
 
 def _encode(llm: LoadedLLM, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
     return llm.tokenizer(list(prompts), return_tensors="pt", padding=True).to(llm.device)
+
+
+def _pad(llm: LoadedLLM, ids: Sequence[list[int]]) -> dict[str, torch.Tensor]:
+    return llm.tokenizer.pad({"input_ids": list(ids)}, return_tensors="pt").to(llm.device)
+
+
+def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int, group: int) -> np.ndarray:
+    """The epoch's batches (n // batch_size rows of indices; the remainder waits for the next epoch's
+    shuffle), a function of (seed, epoch) only, so a resumed run sees the same batches. Batches are
+    drawn from pools of `group` batches sorted by length, then shuffled, so each holds similar lengths."""
+    rng = np.random.default_rng([seed, epoch])
+    perm = rng.permutation(len(lengths))
+    n_batches = len(lengths) // batch_size
+    perm = perm[:n_batches * batch_size]
+    pool = max(1, group) * batch_size
+    if group > 1:
+        perm = np.concatenate([chunk[np.argsort(lengths[chunk], kind="stable")]
+                               for chunk in np.split(perm, range(pool, len(perm), pool))])
+    batches = perm.reshape(n_batches, batch_size)
+    return batches[rng.permutation(n_batches)]
 
 
 @torch.no_grad()
@@ -170,25 +196,31 @@ def train(llm: LoadedLLM, train_prompts: Sequence[str], train_labels: np.ndarray
         state = _load_checkpoint(ckpt, model, opt)
         log(f"resumed from {ckpt} at step {state['step']}")
     saved_step = state["step"] if ckpt.exists() else None
-    labels_t = torch.as_tensor(np.asarray(train_labels), dtype=torch.float32)
+    labels_t = torch.tensor(np.asarray(train_labels, dtype=np.float32))
     n = len(train_prompts)
+    if n < c.batch_size:
+        raise ValueError(f"{n} training prompts are fewer than one batch of {c.batch_size}")
+    token_ids = llm.tokenizer(list(train_prompts))["input_ids"]
+    lengths = np.array([len(t) for t in token_ids])
+    per_epoch = n // c.batch_size
     micro = c.batch_size // (c.grad_accum * world)
     if micro < 1 or micro * c.grad_accum * world != c.batch_size:
         raise ValueError(f"batch_size {c.batch_size} must split evenly over grad_accum {c.grad_accum} x {world} processes")
-    stopped, t0, tokens0 = "max_steps", time.perf_counter(), state["tokens"]
+    stopped, tokens0, train_s, batches, batches_epoch = "max_steps", state["tokens"], 0.0, None, -1
     while state["step"] < c.max_steps:
         step = state["step"]
-        # the data order is a function of (seed, step): a resumed run sees the same batches
-        epoch, offset = divmod(step * c.batch_size, n)
-        perm = np.random.default_rng(c.seed + epoch).permutation(n)
-        idx = np.concatenate([perm, np.random.default_rng(c.seed + epoch + 1).permutation(n)])[offset:offset + c.batch_size]
+        t_step = time.perf_counter()
+        epoch, pos = divmod(step, per_epoch)
+        if epoch != batches_epoch:
+            batches, batches_epoch = epoch_batches(lengths, c.batch_size, c.seed, epoch, c.length_group), epoch
+        idx = batches[pos]
         for g in opt.param_groups:
             g["lr"] = lr_at(step, c)
         opt.zero_grad(set_to_none=True)
         total = 0.0
         for a in range(c.grad_accum):
             part = idx[(a * world + rank) * micro:(a * world + rank + 1) * micro]
-            enc = _encode(llm, [train_prompts[i] for i in part])
+            enc = _pad(llm, [token_ids[i] for i in part])
             logits = net(enc["input_ids"], enc["attention_mask"])
             loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels_t[part].to(logits.device))
             finite = torch.isfinite(loss.detach()).float().reshape(1).cpu()
@@ -205,14 +237,15 @@ def train(llm: LoadedLLM, train_prompts: Sequence[str], train_labels: np.ndarray
             total += loss.item() / c.grad_accum
             state["tokens"] += ntok * world
         opt.step()
+        train_s += time.perf_counter() - t_step
         state["step"] = step = step + 1
         if rank == 0 and step % max(1, c.eval_every // 5) == 0:
-            rate = (state["tokens"] - tokens0) / max(1e-9, time.perf_counter() - t0)
+            rate = (state["tokens"] - tokens0) / max(1e-9, train_s)
             log(f"step {step}/{c.max_steps}: loss {total:.4f}, lr {lr_at(step - 1, c):.2e}, {rate:.0f} tokens/s")
         if step % c.eval_every == 0 or step == c.max_steps:
             if rank == 0:
                 auc = evaluate(head, llm, valid_prompts, np.asarray(valid_labels))
-                rate = (state["tokens"] - tokens0) / max(1e-9, time.perf_counter() - t0)
+                rate = (state["tokens"] - tokens0) / max(1e-9, train_s)
                 state["history"].append({"step": step, "loss": total, "valid_auc": auc, "lr": lr_at(step - 1, c),
                                          "tokens_per_s": rate})
                 log(f"step {step}: loss {total:.4f}, valid AUC {auc:.4f}, {rate:.0f} tokens/s")
@@ -232,7 +265,7 @@ def train(llm: LoadedLLM, train_prompts: Sequence[str], train_labels: np.ndarray
             saved_step = step
         if stopped == "early_stop":
             break
-    rate = (state["tokens"] - tokens0) / max(1e-9, time.perf_counter() - t0)
+    rate = (state["tokens"] - tokens0) / max(1e-9, train_s)
     return TrainResult(state["best_auc"], state["best_step"], state["step"], stopped, rate, state["history"])
 
 

@@ -3,6 +3,8 @@
 - smoke: the tiny random Llama, a few steps, small samples: the LLM assets in seconds, for tests.
 - demo: SmolLM2-135M with a capped step budget and capped evaluation samples, so `make demo`
   finishes on a 2-core CPU; the numbers are real but from little training.
+- extended: SmolLM2-135M for about an hour and a half on a 2-core CPU: a 600-step ingredient
+  adapter (a 150-step base spirit), 1,000 test rows and 100 ranking lists; numbers you can compare.
 - full: PROTOCOLS settings (batch 16, lr 1e-3, 200 warm-up steps, validation every 50 steps,
   patience 20, all test rows), for a GPU.
 """
@@ -29,6 +31,14 @@ PROFILES: dict[str, dict[str, Any]] = {
         "train_rows_per_domain": 2000, "valid_rows": 100, "test_rows": 300, "ranking_users": 20,
         "max_prompt_tokens": 512, "llm_domains": ["movies"],
     },
+    "extended": {
+        "model": llm.EMBEDDED,
+        "train": {"max_steps": 600, "batch_size": 8, "eval_every": 100, "checkpoint_every": 25, "warmup_steps": 30,
+                  "lr": 1e-3, "min_lr": 8e-5, "patience": 20},
+        "base_spirit_train": {"max_steps": 150, "eval_every": 75},
+        "train_rows_per_domain": None, "valid_rows": 200, "test_rows": 1000, "ranking_users": 100,
+        "max_prompt_tokens": 512, "llm_domains": ["movies"],
+    },
     "full": {
         "model": llm.EMBEDDED,
         "train": {"max_steps": 20000, "batch_size": 16, "eval_every": 50, "checkpoint_every": 50,
@@ -40,6 +50,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 
 def profile(name: str) -> dict[str, Any]:
+    """The named profile; an adapter kind's `<kind>_train` entries override `train` for that kind."""
     p = dict(PROFILES[name])
     if os.environ.get("LLMREC_MODEL"):
         p["model"] = os.environ["LLMREC_MODEL"]
