@@ -41,6 +41,9 @@ ui: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/data_prep.py
+	$(PY) benchmarks/cf.py
+	$(PY) benchmarks/scoring.py
+	$(PY) benchmarks/training.py
 
 clean:
 	rm -rf data .dagster_home
