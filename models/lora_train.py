@@ -100,11 +100,16 @@ class YesLogit(torch.nn.Module):
         self.yes_id = yes_id
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        base = self.peft.get_base_model()
-        hidden = base.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        last = attention_mask.sum(1) - 1
-        yes = base.get_output_embeddings().weight[self.yes_id]
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last] @ yes
+        return yes_logit(self.peft.get_base_model(), input_ids, attention_mask, self.yes_id)
+
+
+def yes_logit(causal_lm, input_ids: torch.Tensor, attention_mask: torch.Tensor, yes_id: int) -> torch.Tensor:
+    """Differentiable Yes logit at each right-padded prompt's last token; only those rows meet the
+    output layer (one dot product each)."""
+    hidden = causal_lm.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    last = attention_mask.sum(1) - 1
+    yes = causal_lm.get_output_embeddings().weight[yes_id]
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last] @ yes
 
 
 def _encode(llm: LoadedLLM, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
