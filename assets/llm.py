@@ -11,13 +11,13 @@ import polars as pl
 
 from assets import _metadata as meta
 from assets.cf import domain_dir, read_split, write_scores
-from models import data_prep, lora_train, llm as llm_mod, prompts as prompt_mod, scorer
+from models import data_prep, lora_train, llm as llm_mod, merge, prompts as prompt_mod, scorer
 from models.config import ProjectConfig
 from orchestration.partitions import domain_partitions
 from orchestration.profiles import profile
 from orchestration.resources import ProjectResource
 
-CODE_VERSION = meta.code_version(lora_train, scorer, prompt_mod, llm_mod)
+CODE_VERSION = meta.code_version(lora_train, scorer, prompt_mod, llm_mod, merge)
 GPU_TAGS = {"dagster/concurrency_key": "gpu"}
 
 
@@ -71,6 +71,36 @@ def _train_adapter(context, project: ProjectResource, domains: list[str], out, k
         data_version=dg.DataVersion(digest[:16]))
 
 
+def _adapter_dirs(project: ProjectResource, domain: str) -> dict:
+    return {"base_spirit": project.root / "adapters" / "base_spirit" / "adapter",
+            "ingredient": project.root / "adapters" / "ingredient" / domain / "adapter"}
+
+
+def _mixture(project: ProjectResource, domain: str) -> tuple[llm_mod.LoadedLLM, merge.Mixture]:
+    """A fresh base LLM with the base spirit and the domain's ingredient mixed in every adapted module."""
+    loaded = _llm(project)
+    adapters = []
+    for name, folder in _adapter_dirs(project, domain).items():
+        if not folder.exists():
+            raise dg.Failure(f"{folder} is missing: materialize {name}_lora"
+                             f"{'' if name == 'base_spirit' else f' for {domain!r}'} first")
+        adapters.append(merge.Adapter.load(name, folder))
+    return loaded, merge.Mixture(loaded.model, adapters)
+
+
+def _weight_plot(table: dict[str, dict[str, float]], title: str, path) -> "Path":
+    """Heat map of the ingredient's mixing weight per layer (rows) and projection (columns)."""
+    from models.report import plot_heatmap
+
+    layers = sorted({int(p.split(".layers.")[1].split(".")[0]) for p in table if ".layers." in p})
+    projs = sorted({p.rsplit(".", 1)[1] for p in table})
+    grid = np.full((len(layers), len(projs)), np.nan)
+    for p, w in table.items():
+        if ".layers." in p and "ingredient" in w:
+            grid[layers.index(int(p.split(".layers.")[1].split(".")[0])), projs.index(p.rsplit(".", 1)[1])] = w["ingredient"]
+    return plot_heatmap(grid, [f"layer {i}" for i in layers], projs, title, "ingredient weight", path)
+
+
 def build_llm_assets(cfg: ProjectConfig) -> list:
     partitions = domain_partitions(cfg)
     general = sorted(d.name for d in cfg.domains.values() if d.role == "general")
@@ -94,13 +124,64 @@ def build_llm_assets(cfg: ProjectConfig) -> list:
         return _train_adapter(context, project, [d], project.artifact_dir("adapters", "ingredient", d),
                               "ingredient")
 
-    @dg.asset(deps=[base_spirit_lora, ingredient_lora, "ranking_candidates"], partitions_def=partitions,
-              code_version=CODE_VERSION, kinds={"pytorch"}, group_name="llm", op_tags=GPU_TAGS,
-              description="Yes-logit scores of the untrained LLM, the base spirit only and the ingredient only "
-                          "(TALLRec) on a seeded sample of test rows and candidate lists: scores/llm.parquet.")
-    def llm_scores(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
-        from peft import PeftModel
+    @dg.asset(deps=[base_spirit_lora, ingredient_lora, "temporal_split"], partitions_def=partitions,
+              code_version=CODE_VERSION, kinds={"pytorch", "safetensors"}, group_name="llm", op_tags=GPU_TAGS,
+              description="RecCocktail: the base spirit and the domain's ingredient mixed per layer and projection "
+                          "by weights learned on unlabelled validation prompts (entropy of P(Yes)), the learning "
+                          "rate and step picked on other validation rows, folded into one dense model under "
+                          "models/cocktail/<domain>/model; merge.json holds every candidate and baseline.")
+    def cocktail_model(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
+        from models.report import plot_curve
 
+        d = context.partition_key
+        prof = profile(project.profile)
+        ms = dict(prof["merge"])
+        learn_rows, select_rows = ms.pop("learn_rows"), ms.pop("select_rows")
+        settings = merge.MergeSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in ms.items()})
+        split, titles = read_split(project, d), _titles(project, d)
+        loaded, mix = _mixture(project, d)
+        build = _builder(loaded, project.config.domains[d].item_noun, prof["max_prompt_tokens"])
+        # validation rows only: the test part is dropped before anything else reads the split
+        learn, select, labels = merge.validation_slices(split, titles, build, learn_rows, select_rows, settings.seed)
+        context.log.info(f"learning mixing weights of {len(mix.modules)} modules on {len(learn)} unlabelled "
+                         f"validation prompts; selecting on {len(select)} others")
+        encode = lambda ps: loaded.tokenizer(list(ps), return_tensors="pt", padding=True).to(loaded.device)  # noqa: E731
+        t0 = time.perf_counter()
+        results = merge.select_merge(mix, lambda: scorer.score(loaded, select), encode, learn, labels,
+                                     loaded.yes_id, settings, log=context.log.info)
+        learn_s = time.perf_counter() - t0
+        best = results[-1]
+        merge.apply(mix, best)
+        table = mix.weight_table()
+        out = project.artifact_dir("models", "cocktail", d)
+        heat = _weight_plot(table, f"{d}: RecCocktail ingredient weight (lr {best.lr}, step {best.step})",
+                            out / "weights.png")
+        curve = plot_curve(best.entropy_curves, "step", "mean binary entropy of P(Yes)",
+                           f"{d}: weight learning on unlabelled validation prompts (per lr)", out / "entropy.png")
+        (out / "merge.json").write_text(json.dumps(
+            {"domain": d, "settings": settings.__dict__, "learn_rows": len(learn), "select_rows": len(select),
+             "results": [r.__dict__ for r in results], "weights": table}, indent=2, default=str))
+        model_dir = merge.save_dense(mix, loaded.tokenizer, out / "model")
+        digest = data_prep.file_sha256(model_dir / "model.safetensors")
+        per_module = [{"module": p, **w} for p, w in table.items()]
+        return dg.MaterializeResult(
+            metadata={"selected_lr": best.lr, "selected_step": best.step, "learn_s": round(learn_s, 1),
+                      **{f"select_auc/{r.method}": round(r.select_auc, 4) for r in results},
+                      "task_arithmetic_lambda": next(r.weights["base_spirit"] for r in results
+                                                     if r.method == "task_arithmetic"),
+                      "candidates": dg.MetadataValue.json(best.candidates),
+                      "weights_per_module": dg.MetadataValue.json(per_module),
+                      "weights_plot": dg.MetadataValue.path(str(heat)),
+                      "entropy_plot": dg.MetadataValue.path(str(curve)),
+                      "model": dg.MetadataValue.path(str(model_dir)), "model_sha256": digest},
+            data_version=dg.DataVersion(digest[:16]))
+
+    @dg.asset(deps=[base_spirit_lora, ingredient_lora, cocktail_model, "ranking_candidates"], partitions_def=partitions,
+              code_version=CODE_VERSION, kinds={"pytorch"}, group_name="llm", op_tags=GPU_TAGS,
+              description="Yes-logit scores of the untrained LLM, the base spirit only, the ingredient only "
+                          "(TALLRec), RecCocktail, the equal-weight merge and task arithmetic on a seeded sample "
+                          "of test rows and candidate lists: scores/llm.parquet.")
+    def llm_scores(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
         d = context.partition_key
         prof = profile(project.profile)
         split, titles = read_split(project, d), _titles(project, d)
@@ -114,17 +195,26 @@ def build_llm_assets(cfg: ProjectConfig) -> list:
         n_rank = len(rows) if prof["ranking_users"] is None else min(len(rows), int(prof["ranking_users"]))
         rank_rows = np.sort(np.random.default_rng(2023).choice(rows, n_rank, replace=False))
         groups = [[build([titles[i] for i in hist[r]], titles[c]) for c in cands["candidates"][int(r)]] for r in rank_rows]
-        adapters = {"llm_untrained": None, "base_spirit": project.root / "adapters" / "base_spirit" / "adapter",
-                    "ingredient_tallrec": project.root / "adapters" / "ingredient" / d / "adapter"}
+        cocktail = project.root / "models" / "cocktail" / d
+        if not (cocktail / "merge.json").exists():
+            raise dg.Failure(f"{cocktail / 'merge.json'} is missing: materialize cocktail_model for {d!r} first")
+        fixed = {r["method"]: r["weights"] for r in json.loads((cocktail / "merge.json").read_text())["results"]
+                 if r["weights"] is not None}
+        # method -> how to get its dense model: None = the base LLM, a folder, or fixed mixing weights
+        methods = {"llm_untrained": None, "base_spirit": fixed["base_only"], "ingredient_tallrec": fixed["ingredient_only"],
+                   "reccocktail": cocktail / "model", "equal_weights": fixed["equal_weights"],
+                   "task_arithmetic": fixed["task_arithmetic"]}
         out_rows, md = [], {}
-        for method, adapter in adapters.items():
-            model = base
-            if adapter is not None:
-                if not adapter.exists():
-                    raise dg.Failure(f"{adapter} is missing: materialize {method.split('_')[0]} first")
-                fresh = _llm(project)
-                fresh.model = PeftModel.from_pretrained(fresh.model, adapter).merge_and_unload().eval()
-                model = fresh
+        for method, how in methods.items():
+            if how is None:
+                model = base
+            elif isinstance(how, dict):
+                model, mix = _mixture(project, d)
+                mix.set_fixed(how)
+                mix.to_dense()
+                model.model.eval()
+            else:
+                model = llm_mod.load(how)
             t0 = time.perf_counter()
             point = scorer.score(model, point_p)
             ranked = dict(zip(rank_rows.tolist(), scorer.score_groups(model, groups)))
@@ -140,4 +230,4 @@ def build_llm_assets(cfg: ProjectConfig) -> list:
                       "scores_sha256": digest},
             data_version=dg.DataVersion(digest[:16]))
 
-    return [base_spirit_lora, ingredient_lora, llm_scores]
+    return [base_spirit_lora, ingredient_lora, cocktail_model, llm_scores]

@@ -75,6 +75,33 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def fresh_dir(final: Path) -> Path:
+    """An empty folder beside `final` to write into before `replace_dir` moves it into place."""
+    import shutil
+
+    tmp = final.with_name(final.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def replace_dir(tmp: Path, final: Path) -> Path:
+    """Swap a finished folder into place: the old one is renamed aside first and removed last, so a
+    crash leaves either the old or the new folder (and the other beside it), never half of one."""
+    import shutil
+
+    old = final.with_name(final.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    if old.exists():
+        shutil.rmtree(old)
+    return final
+
+
 @dataclass
 class SourceFiles:
     interactions: Path

@@ -23,7 +23,6 @@ import json
 import math
 import os
 import random
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -34,7 +33,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from models import metrics
+from models import data_prep, metrics
 from models.llm import LoadedLLM, load
 
 
@@ -150,19 +149,11 @@ def _lora_state(peft_model) -> dict[str, torch.Tensor]:
 
 def _save_checkpoint(path: Path, peft_model, opt, state: dict) -> None:
     """Everything a new process needs to continue exactly; written beside, then renamed."""
-    tmp = path.with_name(path.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp = data_prep.fresh_dir(path)
     torch.save({"lora": _lora_state(peft_model), "optimizer": opt.state_dict(), "state": state,
                 "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}},
                tmp / "checkpoint.pt")
-    old = path.with_name(path.name + ".old")
-    if path.exists():
-        path.rename(old)
-    tmp.rename(path)
-    if old.exists():
-        shutil.rmtree(old)
+    data_prep.replace_dir(tmp, path)
 
 
 def _load_checkpoint(path: Path, peft_model, opt) -> dict:

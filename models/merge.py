@@ -223,7 +223,7 @@ def learn_weights(mixture: Mixture, encode: Callable[[Sequence[str]], dict], pro
         opt.step()
         curve.append(float(loss.detach()))
         if on_step:
-            on_step(step, float(loss))
+            on_step(step, curve[-1])
     return curve
 
 
@@ -290,12 +290,15 @@ def apply(mixture: Mixture, result: MergeResult) -> None:
 
 
 def save_dense(mixture: Mixture, tokenizer, out: Path) -> Path:
-    """Fold the current weights into W0 and save a plain Hugging Face model folder (safetensors)."""
+    """Fold the current weights into W0 and save a plain Hugging Face model folder (safetensors),
+    written beside `out` and swapped into place."""
+    from models.data_prep import fresh_dir, replace_dir
+
     model = mixture.to_dense()
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    return out
+    tmp = fresh_dir(out)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    return replace_dir(tmp, out)
 
 
 def validation_slices(split, titles: dict[str, str], build, n_learn: int, n_select: int, seed: int = 2023):

@@ -7,6 +7,10 @@
   adapter (a 150-step base spirit), 1,000 test rows and 100 ranking lists; numbers you can compare.
 - full: PROTOCOLS settings (batch 16, lr 1e-3, 200 warm-up steps, validation every 50 steps,
   patience 20, all test rows), for a GPU.
+
+`merge` sets the cocktail merge: `learn_rows` unlabelled validation prompts to learn the mixing
+weights on, `select_rows` other validation rows whose labels pick the learning rate and step, and
+the `MergeSettings` fields (learning_rates, steps, batch_size, eval_every, task_arithmetic_lambdas).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "train": {"max_steps": 10, "batch_size": 8, "eval_every": 5, "checkpoint_every": 5, "warmup_steps": 2,
                   "lr": 5e-3, "min_lr": 1e-4, "patience": 20},
         "train_rows_per_domain": 200, "valid_rows": 64, "test_rows": 200, "ranking_users": 10,
+        "merge": {"learn_rows": 16, "select_rows": 32, "learning_rates": [0.1], "steps": 4, "batch_size": 4,
+                  "eval_every": 2, "task_arithmetic_lambdas": [0.5, 1.0]},
         "max_prompt_tokens": 512, "llm_domains": None,
     },
     "demo": {
@@ -29,6 +35,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "train": {"max_steps": 60, "batch_size": 8, "eval_every": 30, "checkpoint_every": 10, "warmup_steps": 10,
                   "lr": 1e-3, "min_lr": 8e-5, "patience": 20},
         "train_rows_per_domain": 2000, "valid_rows": 100, "test_rows": 300, "ranking_users": 20,
+        "merge": {"learn_rows": 64, "select_rows": 100, "learning_rates": [0.01, 0.05], "steps": 16, "batch_size": 8,
+                  "eval_every": 4},
         "max_prompt_tokens": 512, "llm_domains": ["movies"],
     },
     "extended": {
@@ -37,6 +45,8 @@ PROFILES: dict[str, dict[str, Any]] = {
                   "lr": 1e-3, "min_lr": 8e-5, "patience": 20},
         "base_spirit_train": {"max_steps": 150, "eval_every": 75},
         "train_rows_per_domain": None, "valid_rows": 200, "test_rows": 1000, "ranking_users": 100,
+        "merge": {"learn_rows": 200, "select_rows": 200, "learning_rates": [0.01, 0.05, 0.2], "steps": 30,
+                  "batch_size": 8, "eval_every": 10},
         "max_prompt_tokens": 512, "llm_domains": ["movies"],
     },
     "full": {
@@ -44,6 +54,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "train": {"max_steps": 20000, "batch_size": 16, "eval_every": 50, "checkpoint_every": 50,
                   "warmup_steps": 200, "lr": 1e-3, "min_lr": 8e-5, "patience": 20},
         "train_rows_per_domain": None, "valid_rows": 0.5, "test_rows": None, "ranking_users": None,
+        "merge": {"learn_rows": 500, "select_rows": 1000, "learning_rates": [0.001, 0.01, 0.05, 0.2], "steps": 100,
+                  "batch_size": 16, "eval_every": 20},
         "max_prompt_tokens": 1024, "llm_domains": None,
     },
 }

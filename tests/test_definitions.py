@@ -21,7 +21,8 @@ EXPECTED_ASSETS = {
     "cf_embeddings": ("domain", ["ranking_candidates", "temporal_split"]),
     "base_spirit_lora": ("none", ["temporal_split"]),
     "ingredient_lora": ("domain", ["temporal_split"]),
-    "llm_scores": ("domain", ["base_spirit_lora", "ingredient_lora", "ranking_candidates"]),
+    "cocktail_model": ("domain", ["base_spirit_lora", "ingredient_lora", "temporal_split"]),
+    "llm_scores": ("domain", ["base_spirit_lora", "cocktail_model", "ingredient_lora", "ranking_candidates"]),
     "evaluation_report": ("domain", ["cf_embeddings", "llm_scores", "ranking_candidates", "temporal_split"]),
     "evaluation_summary": ("none", ["evaluation_report"]),
 }

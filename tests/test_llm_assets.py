@@ -33,11 +33,26 @@ def test_llm_rows_join_the_report(tmp_path):
     result = evaluate_domain(defs, "shop", instance, with_llm=True)
     assert result.success
     payload = json.loads((settings.data_dir / "reports" / "shop" / "metrics.json").read_text())
-    assert {"llm_untrained", "base_spirit", "ingredient_tallrec"} <= set(payload["metrics"])
-    for method in ("llm_untrained", "base_spirit", "ingredient_tallrec"):
+    llm_methods = ("llm_untrained", "base_spirit", "ingredient_tallrec", "reccocktail", "equal_weights",
+                   "task_arithmetic")
+    assert set(llm_methods) <= set(payload["metrics"])
+    for method in llm_methods:
         assert payload["metrics"][method]["all"]["auc"]["n"] > 0
         assert "ndcg@1" in payload["metrics"][method]["all"]
     assert [x["asset"] for x in payload["lineage"]][-1] == "llm_scores"
     adapter = settings.data_dir / "adapters" / "ingredient" / "shop" / "adapter"
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(settings.data_dir / "models" / "tiny-llama-smoke"), adapter)
     assert any("lora_B" in n for n, _ in model.named_parameters())
+
+    # the cocktail: a dense model plain transformers loads, its weights, plots and selection record
+    cocktail = settings.data_dir / "models" / "cocktail" / "shop"
+    dense = AutoModelForCausalLM.from_pretrained(cocktail / "model")
+    assert not any("lora" in n for n, _ in dense.named_parameters())
+    (ev,) = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "cocktail_model"]
+    cmd = {k: v.value for k, v in ev.materialization.metadata.items()}
+    assert cmd["selected_step"] in (2, 4) and cmd["selected_lr"] == 0.1
+    assert len(cmd["weights_per_module"]) == 2 * 2  # 2 layers x (q_proj, v_proj)
+    assert (cocktail / "weights.png").stat().st_size > 0 and (cocktail / "entropy.png").stat().st_size > 0
+    merged = json.loads((cocktail / "merge.json").read_text())
+    assert [r["method"] for r in merged["results"]] == ["base_only", "ingredient_only", "equal_weights",
+                                                         "task_arithmetic", "reccocktail"]
