@@ -101,18 +101,27 @@ class YesLogit(torch.nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return yes_logit(self.peft.get_base_model(), input_ids, attention_mask, self.yes_id)
 
+    def save_pretrained(self, path: Path) -> None:
+        self.peft.save_pretrained(path)
 
-def yes_logit(causal_lm, input_ids: torch.Tensor, attention_mask: torch.Tensor, yes_id: int) -> torch.Tensor:
+
+def yes_logit(causal_lm, input_ids: torch.Tensor | None, attention_mask: torch.Tensor, yes_id: int,
+              inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
     """Differentiable Yes logit at each right-padded prompt's last token; only those rows meet the
-    output layer (one dot product each)."""
-    hidden = causal_lm.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    output layer (one dot product each). Pass `inputs_embeds` instead of ids to feed vectors."""
+    hidden = causal_lm.model(input_ids=input_ids, inputs_embeds=inputs_embeds,
+                             attention_mask=attention_mask).last_hidden_state
     last = attention_mask.sum(1) - 1
     yes = causal_lm.get_output_embeddings().weight[yes_id]
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), last] @ yes
 
 
-def _encode(llm: LoadedLLM, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
-    return llm.tokenizer(list(prompts), return_tensors="pt", padding=True).to(llm.device)
+def token_ids(llm: LoadedLLM, prompts: Sequence[str] | Sequence[list[int]]) -> list[list[int]]:
+    """Prompts as token id lists: text is tokenized, id lists (e.g. CoLLM's, with slot ids) pass through."""
+    prompts = list(prompts)
+    if prompts and isinstance(prompts[0], str):
+        return llm.tokenizer(prompts)["input_ids"]
+    return [list(p) for p in prompts]
 
 
 def _pad(llm: LoadedLLM, ids: Sequence[list[int]]) -> dict[str, torch.Tensor]:
@@ -136,31 +145,42 @@ def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int, g
 
 
 @torch.no_grad()
-def evaluate(head: YesLogit, llm: LoadedLLM, prompts: Sequence[str], labels: np.ndarray, batch: int = 32) -> float:
+def predict(head: torch.nn.Module, llm: LoadedLLM, ids: Sequence[list[int]], batch: int = 32) -> np.ndarray:
+    """The head's Yes logits (eval mode), in batches of similar length, in the caller's order."""
+    was_training = head.training
     head.eval()
-    scores = [head(**_encode(llm, prompts[i:i + batch])).float().cpu() for i in range(0, len(prompts), batch)]
-    head.train()
-    return metrics.auc(labels, torch.cat(scores).numpy())
+    order = np.argsort([len(t) for t in ids], kind="stable")
+    out = np.empty(len(ids), dtype=np.float64)
+    for i in range(0, len(ids), batch):
+        part = order[i:i + batch]
+        enc = _pad(llm, [ids[j] for j in part])
+        out[part] = head(enc["input_ids"], enc["attention_mask"]).float().cpu().numpy()
+    head.train(was_training)
+    return out
 
 
-def _lora_state(peft_model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in peft_model.named_parameters() if v.requires_grad}
+def evaluate(head: torch.nn.Module, llm: LoadedLLM, ids: Sequence[list[int]], labels: np.ndarray, batch: int = 32) -> float:
+    return metrics.auc(labels, predict(head, llm, ids, batch))
 
 
-def _save_checkpoint(path: Path, peft_model, opt, state: dict) -> None:
+def _trainable_state(head: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in head.named_parameters() if v.requires_grad}
+
+
+def _save_checkpoint(path: Path, head: torch.nn.Module, opt, state: dict) -> None:
     """Everything a new process needs to continue exactly; written beside, then renamed."""
     tmp = data_prep.fresh_dir(path)
-    torch.save({"lora": _lora_state(peft_model), "optimizer": opt.state_dict(), "state": state,
+    torch.save({"trainable": _trainable_state(head), "optimizer": opt.state_dict(), "state": state,
                 "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}},
                tmp / "checkpoint.pt")
     data_prep.replace_dir(tmp, path)
 
 
-def _load_checkpoint(path: Path, peft_model, opt) -> dict:
+def _load_checkpoint(path: Path, head: torch.nn.Module, opt) -> dict:
     ck = torch.load(path / "checkpoint.pt", weights_only=False)
-    params = dict(peft_model.named_parameters())
+    params = dict(head.named_parameters())
     with torch.no_grad():
-        for k, v in ck["lora"].items():
+        for k, v in ck["trainable"].items():
             params[k].copy_(v)
     opt.load_state_dict(ck["optimizer"])
     torch.set_rng_state(ck["rng"]["torch"])
@@ -169,35 +189,40 @@ def _load_checkpoint(path: Path, peft_model, opt) -> dict:
     return ck["state"]
 
 
-def train(llm: LoadedLLM, train_prompts: Sequence[str], train_labels: np.ndarray, valid_prompts: Sequence[str],
-          valid_labels: np.ndarray, out_dir: Path, c: TrainConfig,
-          log: Callable[[str], None] = print) -> TrainResult:
-    """Train a LoRA adapter; the best one is saved in PEFT format under out_dir/adapter."""
+def train(llm: LoadedLLM, train_prompts: Sequence[str] | Sequence[list[int]], train_labels: np.ndarray,
+          valid_prompts: Sequence[str] | Sequence[list[int]], valid_labels: np.ndarray, out_dir: Path, c: TrainConfig,
+          log: Callable[[str], None] = print, head: torch.nn.Module | None = None) -> TrainResult:
+    """Train a LoRA adapter on the Yes logit; the best one is saved in PEFT format under out_dir/adapter.
+
+    `head` swaps in another trainable module with the same contract (forward(input_ids,
+    attention_mask) -> Yes logits, save_pretrained(folder), its trainable parameters the ones with
+    requires_grad): CoLLM's CIE uses this. Prompts may be text or token id lists."""
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     torch.manual_seed(c.seed)
     random.seed(c.seed)
     np.random.seed(c.seed)
-    model = add_lora(llm, c)
-    model.train()
-    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
+    if head is None:
+        head = YesLogit(add_lora(llm, c), llm.yes_id)
+    head.train()
+    named = [(n, p) for n, p in head.named_parameters() if p.requires_grad]
+    decay = [p for n, p in named if p.ndim >= 2]
+    no_decay = [p for n, p in named if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": c.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=c.lr, betas=c.betas)
-    head = YesLogit(model, llm.yes_id)
     net = torch.nn.parallel.DistributedDataParallel(head) if distributed else head
     ckpt = out_dir / "checkpoint"
     state = {"step": 0, "best_auc": -1.0, "best_step": -1, "bad_evals": 0, "history": [], "tokens": 0}
     if ckpt.exists():
-        state = _load_checkpoint(ckpt, model, opt)
+        state = _load_checkpoint(ckpt, head, opt)
         log(f"resumed from {ckpt} at step {state['step']}")
     saved_step = state["step"] if ckpt.exists() else None
     labels_t = torch.tensor(np.asarray(train_labels, dtype=np.float32))
     n = len(train_prompts)
     if n < c.batch_size:
         raise ValueError(f"{n} training prompts are fewer than one batch of {c.batch_size}")
-    token_ids = llm.tokenizer(list(train_prompts))["input_ids"]
-    lengths = np.array([len(t) for t in token_ids])
+    train_ids, valid_ids = token_ids(llm, train_prompts), token_ids(llm, valid_prompts)
+    lengths = np.array([len(t) for t in train_ids])
     per_epoch = n // c.batch_size
     micro = c.batch_size // (c.grad_accum * world)
     if micro < 1 or micro * c.grad_accum * world != c.batch_size:
@@ -216,7 +241,7 @@ def train(llm: LoadedLLM, train_prompts: Sequence[str], train_labels: np.ndarray
         total = 0.0
         for a in range(c.grad_accum):
             part = idx[(a * world + rank) * micro:(a * world + rank + 1) * micro]
-            enc = _pad(llm, [token_ids[i] for i in part])
+            enc = _pad(llm, [train_ids[i] for i in part])
             logits = net(enc["input_ids"], enc["attention_mask"])
             loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels_t[part].to(logits.device))
             finite = torch.isfinite(loss.detach()).float().reshape(1).cpu()
@@ -240,14 +265,14 @@ def train(llm: LoadedLLM, train_prompts: Sequence[str], train_labels: np.ndarray
             log(f"step {step}/{c.max_steps}: loss {total:.4f}, lr {lr_at(step - 1, c):.2e}, {rate:.0f} tokens/s")
         if step % c.eval_every == 0 or step == c.max_steps:
             if rank == 0:
-                auc = evaluate(head, llm, valid_prompts, np.asarray(valid_labels))
+                auc = evaluate(head, llm, valid_ids, np.asarray(valid_labels))
                 rate = (state["tokens"] - tokens0) / max(1e-9, train_s)
                 state["history"].append({"step": step, "loss": total, "valid_auc": auc, "lr": lr_at(step - 1, c),
                                          "tokens_per_s": rate})
                 log(f"step {step}: loss {total:.4f}, valid AUC {auc:.4f}, {rate:.0f} tokens/s")
                 if auc > state["best_auc"]:
                     state.update(best_auc=auc, best_step=step, bad_evals=0)
-                    model.save_pretrained(out_dir / "adapter")
+                    head.save_pretrained(out_dir / "adapter")
                 else:
                     state["bad_evals"] += 1
             if distributed:
@@ -257,7 +282,7 @@ def train(llm: LoadedLLM, train_prompts: Sequence[str], train_labels: np.ndarray
             if state["bad_evals"] >= c.patience:
                 stopped = "early_stop"
         if rank == 0 and (step % c.checkpoint_every == 0 or stopped == "early_stop"):
-            _save_checkpoint(ckpt, model, opt, state)
+            _save_checkpoint(ckpt, head, opt, state)
             saved_step = step
         if stopped == "early_stop":
             break

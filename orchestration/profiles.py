@@ -35,7 +35,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "train": {"max_steps": 60, "batch_size": 8, "eval_every": 30, "checkpoint_every": 10, "warmup_steps": 10,
                   "lr": 1e-3, "min_lr": 8e-5, "patience": 20},
         "train_rows_per_domain": 2000, "valid_rows": 100, "test_rows": 300, "ranking_users": 20,
-        "merge": {"learn_rows": 64, "select_rows": 100, "learning_rates": [0.01, 0.05], "steps": 16, "batch_size": 8,
+        "merge": {"learn_rows": 64, "select_rows": 64, "learning_rates": [0.05], "steps": 12, "batch_size": 8,
                   "eval_every": 4},
         "max_prompt_tokens": 512, "llm_domains": ["movies"],
     },

@@ -95,8 +95,9 @@ def test_resume_after_kill_9_ends_with_the_same_adapter(model_path, tmp_path):
     a = torch.load(full / "checkpoint" / "checkpoint.pt", weights_only=False)
     b = torch.load(killed / "checkpoint" / "checkpoint.pt", weights_only=False)
     assert a["state"]["step"] == b["state"]["step"] == 40
-    for k in a["lora"]:
-        torch.testing.assert_close(a["lora"][k], b["lora"][k], rtol=1e-5, atol=1e-6)
+    assert len(a["trainable"]) == 8  # LoRA A and B of q and v in both layers
+    for k in a["trainable"]:
+        torch.testing.assert_close(a["trainable"][k], b["trainable"][k], rtol=1e-5, atol=1e-6)
     assert a["state"]["best_step"] == b["state"]["best_step"]
 
 
@@ -122,4 +123,4 @@ def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(mod
         train(loaded, tp, tl, tp, tl, tmp_path, cfg, log=lambda s: None)
     ck = torch.load(tmp_path / "checkpoint" / "checkpoint.pt", weights_only=False)
     assert f"step {ck['state']['step']}" in str(err.value)
-    assert all(torch.isfinite(v).all() for v in ck["lora"].values())
+    assert all(torch.isfinite(v).all() for v in ck["trainable"].values())
