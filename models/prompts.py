@@ -70,11 +70,10 @@ class PromptBuilder:
         return text
 
 
-def examples(split, titles: dict[str, str], build: PromptBuilder, part: str, limit: int | float | None,
-             seed: int = 2023, with_labels: bool = True) -> tuple[list[str], "np.ndarray | None", "np.ndarray"]:
-    """(prompts, labels, row positions within `part`) for one split part of a split table, on a fixed
-    seeded subsample: `limit` rows (int), a fraction of them (float <= 1), or all (None). Scoring test
-    rows passes with_labels=False: only the report reads test labels."""
+def sample_rows(split, part: str, limit: int | float | None, seed: int = 2023):
+    """(rows, positions within `part`) of one split part on a fixed seeded subsample: `limit` rows
+    (int), a fraction of them (float <= 1), or all (None). Every method scoring a part with the same
+    limit and seed gets the same rows."""
     import numpy as np
     import polars as pl
 
@@ -82,7 +81,14 @@ def examples(split, titles: dict[str, str], build: PromptBuilder, part: str, lim
     n = rows.height
     take = n if limit is None else (round(n * limit) if isinstance(limit, float) and limit <= 1 else min(n, int(limit)))
     positions = np.sort(np.random.default_rng(seed).choice(n, take, replace=False)) if take < n else np.arange(n)
-    chosen = rows[positions.tolist()]
+    return rows[positions.tolist()], positions
+
+
+def examples(split, titles: dict[str, str], build: PromptBuilder, part: str, limit: int | float | None,
+             seed: int = 2023, with_labels: bool = True) -> tuple[list[str], "np.ndarray | None", "np.ndarray"]:
+    """(prompts, labels, row positions within `part`) for the rows `sample_rows` picks. Scoring test
+    rows passes with_labels=False: only the report reads test labels."""
+    chosen, positions = sample_rows(split, part, limit, seed)
     prompts = [build([titles[i] for i in hist], title)
                for hist, title in chosen.select("history_item_ids", "title").iter_rows()]
     return prompts, (chosen["label"].to_numpy() if with_labels else None), positions

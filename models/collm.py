@@ -1,0 +1,156 @@
+"""CoLLM (PROTOCOLS section 3): a CF model's user and item vectors mapped into the LLM's token space.
+
+The CIE is `Linear(d, 10d) -> ReLU -> Linear(10d, H)`, one MLP for users and items. The ID prompt
+has one position for `<UserID>` and one for `<TargetItemID>` (as in the original, each placeholder
+is a single position); their input embeddings are replaced by the CIE's outputs. To keep prompts
+plain token-id lists (so the LoRA trainer's batching, checkpoints, resume and DDP serve unchanged),
+a slot position carries an id past the vocabulary: `vocab + user index` or `vocab + n_users + item
+index`; the head turns those into CIE vectors.
+
+Variants (PROTOCOLS): `two_step` (CoLLM as published: the LLM with its step-1 LoRA merged in and
+frozen, the CF model frozen, only the MLP trains), `t1` (also tune the CF vectors, initialised from
+the pre-trained model), `t3` (one step: a fresh LoRA and the MLP train together). Users or items the
+CF model never saw in train fall back to the text-only prompt.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from models.cf import CFModel
+from models.prompts import ITEM_SLOT, USER_SLOT, PromptBuilder, sample_rows
+
+VARIANTS = ("two_step", "t1", "t3")
+
+
+class CIE(torch.nn.Module):
+    def __init__(self, d: int, hidden: int):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(d, 10 * d), torch.nn.ReLU(), torch.nn.Linear(10 * d, hidden))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class CoLLMHead(torch.nn.Module):
+    """Yes logit of ID prompts: token embeddings, with slot positions replaced by CIE(CF vector)."""
+
+    def __init__(self, causal_lm, cf: CFModel, yes_id: int, variant: str = "two_step", peft_model=None):
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"CoLLM variant {variant!r}: choose one of {', '.join(VARIANTS)}")
+        self.lm = causal_lm
+        self.peft = peft_model  # t3: the LoRA-wrapped model (its adapters are injected into causal_lm)
+        self.variant, self.cf_name, self.yes_id = variant, cf.name, yes_id
+        self.vocab = causal_lm.get_input_embeddings().num_embeddings
+        if variant == "t3" and peft_model is None:
+            raise ValueError("the t3 variant trains a LoRA with the MLP: pass the LoRA-wrapped model as peft_model")
+        for n, p in causal_lm.named_parameters():
+            p.requires_grad_(variant == "t3" and "lora_" in n)
+        dev = causal_lm.get_input_embeddings().weight.device
+        self.users = torch.nn.Embedding.from_pretrained(torch.as_tensor(cf.user_factors, dtype=torch.float32),
+                                                        freeze=variant != "t1").to(dev)
+        self.items = torch.nn.Embedding.from_pretrained(torch.as_tensor(cf.item_factors, dtype=torch.float32),
+                                                        freeze=variant != "t1").to(dev)
+        self.cie = CIE(cf.user_factors.shape[1], causal_lm.config.hidden_size).to(dev)
+        self.known_users, self.known_items = cf.known_users, cf.known_items
+        self.user_index = {u: k for k, u in enumerate(cf.user_ids.tolist())}
+        self.item_index = {i: k for k, i in enumerate(cf.item_ids.tolist())}
+
+    def user_slot(self, user_id: str) -> int | None:
+        k = self.user_index.get(str(user_id))
+        return None if k is None or not self.known_users[k] else self.vocab + k
+
+    def item_slot(self, item_id: str) -> int | None:
+        k = self.item_index.get(str(item_id))
+        return None if k is None or not self.known_items[k] else self.vocab + self.users.num_embeddings + k
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        v, nu = self.vocab, self.users.num_embeddings
+        emb = self.lm.get_input_embeddings()(torch.where(input_ids < v, input_ids, torch.zeros_like(input_ids)))
+        is_user = (input_ids >= v) & (input_ids < v + nu)
+        is_item = input_ids >= v + nu
+        if is_user.any() or is_item.any():
+            emb = emb.clone()
+            if is_user.any():
+                emb[is_user] = self.cie(self.users(input_ids[is_user] - v)).to(emb.dtype)
+            if is_item.any():
+                emb[is_item] = self.cie(self.items(input_ids[is_item] - v - nu)).to(emb.dtype)
+        return emb
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        from models.lora_train import yes_logit
+
+        return yes_logit(self.lm, None, attention_mask, self.yes_id, inputs_embeds=self.embed(input_ids))
+
+    def save_pretrained(self, path: Path) -> None:
+        """cie.safetensors (the MLP, and the CF vectors when they were tuned), collm.json, and for t3
+        the LoRA adapter (PEFT format) in lora/."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = {f"cie.{k}": v.detach().cpu().contiguous() for k, v in self.cie.state_dict().items()}
+        if self.variant == "t1":
+            tensors["users"] = self.users.weight.detach().cpu().contiguous()
+            tensors["items"] = self.items.weight.detach().cpu().contiguous()
+        save_file(tensors, str(path / "cie.safetensors"))
+        (path / "collm.json").write_text(json.dumps({
+            "variant": self.variant, "cf_model": self.cf_name, "cf_dim": self.users.embedding_dim,
+            "hidden_size": self.lm.config.hidden_size, "vocab": self.vocab}, indent=2))
+        if self.peft is not None:
+            self.peft.save_pretrained(path / "lora")
+
+    def load_trained(self, path: Path) -> "CoLLMHead":
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(Path(path) / "cie.safetensors"))
+        self.cie.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("cie.")})
+        if "users" in tensors:
+            self.users.weight.data.copy_(tensors["users"])
+            self.items.weight.data.copy_(tensors["items"])
+        return self
+
+
+def id_prompt_tokens(tokenizer, text: str, user_slot: int, item_slot: int) -> list[int]:
+    """Token ids of an ID prompt with each placeholder as one slot position."""
+    head, rest = text.split(USER_SLOT, 1)
+    middle, tail = rest.split(ITEM_SLOT, 1)
+    enc = tokenizer([head, middle, tail], add_special_tokens=False)["input_ids"]
+    return enc[0] + [user_slot] + enc[1] + [item_slot] + enc[2]
+
+
+def encode_rows(head: CoLLMHead, tokenizer, rows, titles: dict[str, str], text: PromptBuilder,
+                ids: PromptBuilder) -> tuple[list[list[int]], np.ndarray]:
+    """Token ids per row (user_id, item_id, history_item_ids): the ID prompt when the CF model knows
+    both user and item, else the text-only prompt. Returns (ids, used_id_prompt mask)."""
+    out, used = [], []
+    for user, item, hist in rows:
+        h = [titles[i] for i in hist]
+        u, i = head.user_slot(user), head.item_slot(item)
+        if u is None or i is None:
+            out.append(tokenizer(text(h, titles[item]))["input_ids"])
+            used.append(False)
+        else:
+            out.append(id_prompt_tokens(tokenizer, ids(h, titles[item]), u, i))
+            used.append(True)
+    return out, np.array(used, dtype=bool)
+
+
+def examples(head: CoLLMHead, tokenizer, split, titles: dict[str, str], text: PromptBuilder, ids: PromptBuilder,
+             part: str, limit: int | float | None, seed: int = 2023, with_labels: bool = True):
+    """(token ids, labels, positions within `part`, used_id_prompt) on the rows `sample_rows` picks
+    (the same rows the text-only methods score with the same limit and seed)."""
+    chosen, positions = sample_rows(split, part, limit, seed)
+    toks, used = encode_rows(head, tokenizer, chosen.select("user_id", "item_id", "history_item_ids").iter_rows(),
+                             titles, text, ids)
+    return toks, (chosen["label"].to_numpy() if with_labels else None), positions, used
+
+
+def candidate_tokens(head: CoLLMHead, tokenizer, user: str, hist: Sequence[str], candidates: Sequence[str],
+                     titles: dict[str, str], text: PromptBuilder, ids: PromptBuilder) -> list[list[int]]:
+    return encode_rows(head, tokenizer, [(user, c, hist) for c in candidates], titles, text, ids)[0]
