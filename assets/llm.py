@@ -8,16 +8,18 @@ import time
 import dagster as dg
 import numpy as np
 import polars as pl
+import torch
 
 from assets import _metadata as meta
 from assets.cf import domain_dir, read_split, write_scores
-from models import data_prep, lora_train, llm as llm_mod, merge, prompts as prompt_mod, scorer
+from models import collm, data_prep, lora_train, llm as llm_mod, merge, prompts as prompt_mod, scorer
+from models.cf import CFModel
 from models.config import ProjectConfig
 from orchestration.partitions import domain_partitions
 from orchestration.profiles import profile
 from orchestration.resources import ProjectResource
 
-CODE_VERSION = meta.code_version(lora_train, scorer, prompt_mod, llm_mod, merge)
+CODE_VERSION = meta.code_version(lora_train, scorer, prompt_mod, llm_mod, merge, collm)
 GPU_TAGS = {"dagster/concurrency_key": "gpu"}
 
 
@@ -86,6 +88,34 @@ def _mixture(project: ProjectResource, domain: str) -> tuple[llm_mod.LoadedLLM, 
                              f"{'' if name == 'base_spirit' else f' for {domain!r}'} first")
         adapters.append(merge.Adapter.load(name, folder))
     return loaded, merge.Mixture(loaded.model, adapters)
+
+
+def _ranking_rows(rows: np.ndarray, prof: dict) -> np.ndarray:
+    """The seeded sample of scored test rows whose candidate lists are ranked (labels are not read)."""
+    n_rank = len(rows) if prof["ranking_users"] is None else min(len(rows), int(prof["ranking_users"]))
+    return np.sort(np.random.default_rng(2023).choice(rows, n_rank, replace=False))
+
+
+def _fixed_weights(project: ProjectResource, domain: str) -> dict[str, dict[str, float]]:
+    cocktail = project.root / "models" / "cocktail" / domain
+    if not (cocktail / "merge.json").exists():
+        raise dg.Failure(f"{cocktail / 'merge.json'} is missing: materialize cocktail_model for {domain!r} first")
+    return {r["method"]: r["weights"] for r in json.loads((cocktail / "merge.json").read_text())["results"]
+            if r["weights"] is not None}
+
+
+def _dense(project: ProjectResource, domain: str, how) -> llm_mod.LoadedLLM:
+    """A dense model: None = the base LLM, a folder = that model, a dict = the two adapters mixed
+    with these fixed weights and folded in."""
+    if how is None:
+        return _llm(project)
+    if isinstance(how, dict):
+        loaded, mix = _mixture(project, domain)
+        mix.set_fixed(how)
+        mix.to_dense()
+        loaded.model.eval()
+        return loaded
+    return llm_mod.load(how)
 
 
 def _weight_plot(table: dict[str, dict[str, float]], title: str, path) -> "Path":
@@ -191,30 +221,16 @@ def build_llm_assets(cfg: ProjectConfig) -> list:
         test = split.filter(pl.col("split") == "test")
         cands = pl.read_parquet(domain_dir(project, d) / "candidates.parquet").sort("row")
         hist = test["history_item_ids"].to_list()
-        # ranking rows: a seeded sample of the scored rows (labels are not read: the report keeps positives)
-        n_rank = len(rows) if prof["ranking_users"] is None else min(len(rows), int(prof["ranking_users"]))
-        rank_rows = np.sort(np.random.default_rng(2023).choice(rows, n_rank, replace=False))
+        rank_rows = _ranking_rows(rows, prof)
         groups = [[build([titles[i] for i in hist[r]], titles[c]) for c in cands["candidates"][int(r)]] for r in rank_rows]
-        cocktail = project.root / "models" / "cocktail" / d
-        if not (cocktail / "merge.json").exists():
-            raise dg.Failure(f"{cocktail / 'merge.json'} is missing: materialize cocktail_model for {d!r} first")
-        fixed = {r["method"]: r["weights"] for r in json.loads((cocktail / "merge.json").read_text())["results"]
-                 if r["weights"] is not None}
+        fixed = _fixed_weights(project, d)
         # method -> how to get its dense model: None = the base LLM, a folder, or fixed mixing weights
         methods = {"llm_untrained": None, "base_spirit": fixed["base_only"], "ingredient_tallrec": fixed["ingredient_only"],
-                   "reccocktail": cocktail / "model", "equal_weights": fixed["equal_weights"],
+                   "reccocktail": project.root / "models" / "cocktail" / d / "model", "equal_weights": fixed["equal_weights"],
                    "task_arithmetic": fixed["task_arithmetic"]}
         out_rows, md = [], {}
         for method, how in methods.items():
-            if how is None:
-                model = base
-            elif isinstance(how, dict):
-                model, mix = _mixture(project, d)
-                mix.set_fixed(how)
-                mix.to_dense()
-                model.model.eval()
-            else:
-                model = llm_mod.load(how)
+            model = base if how is None else _dense(project, d, how)
             t0 = time.perf_counter()
             point = scorer.score(model, point_p)
             ranked = dict(zip(rank_rows.tolist(), scorer.score_groups(model, groups)))
@@ -230,4 +246,77 @@ def build_llm_assets(cfg: ProjectConfig) -> list:
                       "scores_sha256": digest},
             data_version=dg.DataVersion(digest[:16]))
 
-    return [base_spirit_lora, ingredient_lora, cocktail_model, llm_scores]
+    @dg.asset(deps=[ingredient_lora, cocktail_model, "cf_embeddings", "ranking_candidates"], partitions_def=partitions,
+              code_version=CODE_VERSION, kinds={"pytorch"}, group_name="llm", op_tags=GPU_TAGS,
+              description="CoLLM: the CIE MLP mapping CF vectors (the profile's CF models) into the token space, "
+                          "trained on ID prompts on top of a frozen backbone (the ingredient, as published, and "
+                          "the RecCocktail model), then scored on the same test rows and lists as llm_scores: "
+                          "scores/collm.parquet.")
+    def collm_cie(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
+        from models.report import plot_curve
+
+        d = context.partition_key
+        prof = profile(project.profile)
+        cp = prof["collm"]
+        split, titles = read_split(project, d), _titles(project, d)
+        test = split.filter(pl.col("split") == "test")
+        cands = pl.read_parquet(domain_dir(project, d) / "candidates.parquet").sort("row")
+        noun = project.config.domains[d].item_noun
+        backbones = {"ingredient": _fixed_weights(project, d)["ingredient_only"],
+                     "cocktail": project.root / "models" / "cocktail" / d / "model"}
+        out_rows, md, curves = [], {}, {}
+        for backbone in cp["backbones"]:
+            for cf_name in cp["cf_models"]:
+                method = f"collm_{cf_name}" + ("" if backbone == "ingredient" else f"_{backbone}")
+                lm = _dense(project, d, backbones[backbone])
+                cf_path = domain_dir(project, d, "cf") / f"{cf_name}.npz"
+                if not cf_path.exists():
+                    raise dg.Failure(f"{cf_path} is missing: materialize cf_embeddings for {d!r} first")
+                peft = lora_train.add_lora(lm, lora_train.TrainConfig()) if cp["variant"] == "t3" else None
+                cfg = lora_train.TrainConfig(**{**prof["train"], **cp["train"]})
+                torch.manual_seed(cfg.seed)
+                head = collm.CoLLMHead(lm.model, CFModel.load(cf_path, cf_name), lm.yes_id, cp["variant"], peft)
+                text = _builder(lm, noun, prof["max_prompt_tokens"])
+                ids = prompt_mod.PromptBuilder(noun=noun, with_ids=True, max_tokens=prof["max_prompt_tokens"],
+                                               count_tokens=text.count_tokens)
+                tr, ty, _, tr_used = collm.examples(head, lm.tokenizer, split, titles, text, ids, "train",
+                                                    prof["train_rows_per_domain"])
+                va, vy, _, _ = collm.examples(head, lm.tokenizer, split, titles, text, ids, "valid", prof["valid_rows"])
+                out = project.artifact_dir("adapters", "collm", d, method)
+                context.log.info(f"{method}: training the CIE ({cp['variant']}) on {len(tr)} prompts "
+                                 f"({tr_used.mean():.0%} with IDs), validating on {len(va)}")
+                res = lora_train.train(lm, tr, ty, va, vy, out, cfg, log=context.log.info, head=head)
+                head.load_trained(out / "adapter")
+                if peft is not None:
+                    from peft import set_peft_model_state_dict
+                    from safetensors.torch import load_file
+
+                    set_peft_model_state_dict(peft, load_file(str(out / "adapter" / "lora" / "adapter_model.safetensors")))
+                te, _, rows, used = collm.examples(head, lm.tokenizer, split, titles, text, ids, "test",
+                                                   prof["test_rows"], with_labels=False)
+                t0 = time.perf_counter()
+                point = lora_train.predict(head, lm, te)
+                rank_rows = _ranking_rows(rows, prof)
+                ranked = {}
+                for r in rank_rows.tolist():
+                    user, hist = test["user_id"][r], test["history_item_ids"][r]
+                    ranked[r] = lora_train.predict(head, lm, collm.candidate_tokens(
+                        head, lm.tokenizer, user, hist, cands["candidates"][r], titles, text, ids))
+                md.update({f"{method}/best_valid_auc": round(res.best_valid_auc, 4), f"{method}/steps": res.steps,
+                           f"{method}/tokens_per_s": round(res.tokens_per_s, 1),
+                           f"{method}/test_id_prompt_share": round(float(used.mean()), 4),
+                           f"{method}/score_s": round(time.perf_counter() - t0, 1)})
+                curves[method] = [h["valid_auc"] for h in res.history]
+                out_rows += [{"method": method, "row": int(r), "score": float(s),
+                              "candidate_scores": ranked[int(r)].tolist() if int(r) in ranked else None}
+                             for r, s in zip(rows, point)]
+        plot = plot_curve(curves, "evaluation", "validation AUC", f"{d}: CoLLM CIE ({cp['variant']})",
+                          project.artifact_dir("adapters", "collm", d) / "valid_auc.png")
+        path = domain_dir(project, d, "scores") / "collm.parquet"
+        digest = write_scores(path, out_rows)
+        return dg.MaterializeResult(
+            metadata={**md, "variant": cp["variant"], "valid_auc_plot": dg.MetadataValue.path(str(plot)),
+                      "scores_path": dg.MetadataValue.path(str(path)), "scores_sha256": digest},
+            data_version=dg.DataVersion(digest[:16]))
+
+    return [base_spirit_lora, ingredient_lora, cocktail_model, llm_scores, collm_cie]

@@ -20,7 +20,7 @@ from orchestration.resources import ProjectResource
 CODE_VERSION = meta.code_version(report)
 
 # Assets that write method scores, and their file under domains/<d>/scores/. The LLM stages add theirs.
-SCORE_SOURCES = {"cf_embeddings": "cf.parquet", "llm_scores": "llm.parquet"}
+SCORE_SOURCES = {"cf_embeddings": "cf.parquet", "llm_scores": "llm.parquet", "collm_cie": "collm.parquet"}
 REQUIRED_SOURCES = {"cf_embeddings"}  # the LLM rows join when llm_scores has run for the domain
 CHECKS = ("report_complete", "metric_floors", "no_regression")
 

@@ -26,9 +26,10 @@ train_base_spirit_job = dg.define_asset_job(
     description="The base spirit LoRA on the union of the general domains.")
 evaluate_domain_llm_job = dg.define_asset_job(
     "evaluate_domain_llm",
-    selection=EVALUATION_ASSETS | dg.AssetSelection.assets("ingredient_lora", "cocktail_model", "llm_scores"),
-    description="As evaluate_domain, plus the domain's ingredient LoRA, its cocktail with the base spirit and "
-                "the LLM rows of the report.")
+    selection=EVALUATION_ASSETS | dg.AssetSelection.assets("ingredient_lora", "cocktail_model", "llm_scores",
+                                                                "collm_cie"),
+    description="As evaluate_domain, plus the domain's ingredient LoRA, its cocktail with the base spirit, "
+                "CoLLM's CIE and the LLM rows of the report.")
 summarize_job = dg.define_asset_job(
     "summarize", selection=dg.AssetSelection.assets("evaluation_summary"),
     description="The cross-domain summary of every domain's report.")

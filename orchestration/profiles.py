@@ -11,6 +11,8 @@
 `merge` sets the cocktail merge: `learn_rows` unlabelled validation prompts to learn the mixing
 weights on, `select_rows` other validation rows whose labels pick the learning rate and step, and
 the `MergeSettings` fields (learning_rates, steps, batch_size, eval_every, task_arithmetic_lambdas).
+`collm` sets CoLLM's CIE: which CF models feed it, which frozen backbones it trains on (the
+ingredient, as published, and the cocktail), the variant (two_step, t1, t3) and `train` overrides.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "train_rows_per_domain": 200, "valid_rows": 64, "test_rows": 200, "ranking_users": 10,
         "merge": {"learn_rows": 16, "select_rows": 32, "learning_rates": [0.1], "steps": 4, "batch_size": 4,
                   "eval_every": 2, "task_arithmetic_lambdas": [0.5, 1.0]},
+        "collm": {"cf_models": ["mf"], "backbones": ["ingredient", "cocktail"], "variant": "two_step",
+                  "train": {"max_steps": 6, "eval_every": 3}},
         "max_prompt_tokens": 512, "llm_domains": None,
     },
     "demo": {
@@ -37,6 +41,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "train_rows_per_domain": 2000, "valid_rows": 100, "test_rows": 300, "ranking_users": 20,
         "merge": {"learn_rows": 64, "select_rows": 64, "learning_rates": [0.05], "steps": 12, "batch_size": 8,
                   "eval_every": 4},
+        "collm": {"cf_models": ["mf"], "backbones": ["ingredient", "cocktail"], "variant": "two_step",
+                  "train": {"max_steps": 30, "eval_every": 15, "warmup_steps": 5, "lr": 5e-3}},
         "max_prompt_tokens": 512, "llm_domains": ["movies"],
     },
     "extended": {
@@ -47,6 +53,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "train_rows_per_domain": None, "valid_rows": 200, "test_rows": 1000, "ranking_users": 100,
         "merge": {"learn_rows": 200, "select_rows": 200, "learning_rates": [0.01, 0.05, 0.2], "steps": 30,
                   "batch_size": 8, "eval_every": 10},
+        "collm": {"cf_models": ["mf", "als"], "backbones": ["ingredient", "cocktail"], "variant": "two_step",
+                  "train": {"max_steps": 200, "eval_every": 50, "lr": 5e-3}},
         "max_prompt_tokens": 512, "llm_domains": ["movies"],
     },
     "full": {
@@ -56,6 +64,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "train_rows_per_domain": None, "valid_rows": 0.5, "test_rows": None, "ranking_users": None,
         "merge": {"learn_rows": 500, "select_rows": 1000, "learning_rates": [0.001, 0.01, 0.05, 0.2], "steps": 100,
                   "batch_size": 16, "eval_every": 20},
+        "collm": {"cf_models": ["mf", "als", "bpr"], "backbones": ["ingredient", "cocktail"], "variant": "two_step",
+                  "train": {}},
         "max_prompt_tokens": 1024, "llm_domains": None,
     },
 }

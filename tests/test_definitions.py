@@ -23,7 +23,8 @@ EXPECTED_ASSETS = {
     "ingredient_lora": ("domain", ["temporal_split"]),
     "cocktail_model": ("domain", ["base_spirit_lora", "ingredient_lora", "temporal_split"]),
     "llm_scores": ("domain", ["base_spirit_lora", "cocktail_model", "ingredient_lora", "ranking_candidates"]),
-    "evaluation_report": ("domain", ["cf_embeddings", "llm_scores", "ranking_candidates", "temporal_split"]),
+    "collm_cie": ("domain", ["cf_embeddings", "cocktail_model", "ingredient_lora", "ranking_candidates"]),
+    "evaluation_report": ("domain", ["cf_embeddings", "collm_cie", "llm_scores", "ranking_candidates", "temporal_split"]),
     "evaluation_summary": ("none", ["evaluation_report"]),
 }
 

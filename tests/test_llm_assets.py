@@ -34,12 +34,12 @@ def test_llm_rows_join_the_report(tmp_path):
     assert result.success
     payload = json.loads((settings.data_dir / "reports" / "shop" / "metrics.json").read_text())
     llm_methods = ("llm_untrained", "base_spirit", "ingredient_tallrec", "reccocktail", "equal_weights",
-                   "task_arithmetic")
+                   "task_arithmetic", "collm_mf", "collm_mf_cocktail")
     assert set(llm_methods) <= set(payload["metrics"])
     for method in llm_methods:
         assert payload["metrics"][method]["all"]["auc"]["n"] > 0
         assert "ndcg@1" in payload["metrics"][method]["all"]
-    assert [x["asset"] for x in payload["lineage"]][-1] == "llm_scores"
+    assert [x["asset"] for x in payload["lineage"]][-2:] == ["llm_scores", "collm_cie"]
     adapter = settings.data_dir / "adapters" / "ingredient" / "shop" / "adapter"
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(settings.data_dir / "models" / "tiny-llama-smoke"), adapter)
     assert any("lora_B" in n for n, _ in model.named_parameters())
@@ -56,3 +56,7 @@ def test_llm_rows_join_the_report(tmp_path):
     merged = json.loads((cocktail / "merge.json").read_text())
     assert [r["method"] for r in merged["results"]] == ["base_only", "ingredient_only", "equal_weights",
                                                          "task_arithmetic", "reccocktail"]
+    (ev,) = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "collm_cie"]
+    cmd = {k: v.value for k, v in ev.materialization.metadata.items()}
+    assert cmd["collm_mf/steps"] == 6 and 0 < cmd["collm_mf/test_id_prompt_share"] <= 1
+    assert (settings.data_dir / "adapters" / "collm" / "shop" / "collm_mf" / "adapter" / "cie.safetensors").exists()
