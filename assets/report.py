@@ -15,6 +15,7 @@ from assets.cf import domain_dir, read_split
 from models import data_prep, report
 from models.config import ProjectConfig
 from orchestration.partitions import domain_partitions
+from orchestration.profiles import profile
 from orchestration.resources import ProjectResource
 
 CODE_VERSION = meta.code_version(report)
@@ -137,7 +138,8 @@ def build_report_assets(cfg: ProjectConfig) -> list:
         out = project.artifact_dir("reports", domain)
         plots = {"roc": str(report.plot_roc(test, methods, out / "roc.png")),
                  "metrics": str(report.plot_metrics(result, out / "metrics.png"))}
-        settings = {"domain": domain, "profile": project.profile, "warm_threshold": pcfg.warm_threshold,
+        settings = {"domain": domain, "profile": project.profile, "llm": profile(project.profile)["model"],
+                    "warm_threshold": pcfg.warm_threshold,
                     "history_length": pcfg.history_length, "split": pcfg.domains[domain].split.__dict__,
                     "cf": pcfg.cf, **{k: v for k, v in ev.items() if k != "floors"},
                     "code_version": CODE_VERSION,

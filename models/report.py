@@ -33,6 +33,11 @@ PUBLISHED: dict[str, list[tuple[str, str, float, float]]] = {
 }
 
 
+# the papers' method names -> ours, for the published-numbers comparison
+PAPER_NAMES = {"MF": "mf", "TALLRec": "ingredient_tallrec", "CoLLM-MF": "collm_mf", "RecCocktail": "reccocktail",
+               "CoLLM on RecCocktail (ours)": "collm_mf_cocktail"}
+
+
 @dataclass
 class MethodScores:
     """One method's scores on the test rows (NaN where the method did not score a row) and,
@@ -221,9 +226,17 @@ def markdown(domain: str, test: pl.DataFrame, result: dict, settings: dict[str, 
         lines += ["## Published numbers for this protocol (test, all rows)", "",
                   "| method | backbone | AUC | UAUC |", "|---|---|---|---|"]
         lines += [f"| {m} | {b} | {a:.4f} | {u:.4f} |" for m, b, a, u in PUBLISHED[reference]]
-        ours = {m: result[m]["all"] for m in result}
-        lines += ["", "Ours, same rows: " + "; ".join(
-            f"{m} {v['auc']['value']:.4f} / {v['uauc']['value']:.4f}" for m, v in ours.items()), ""]
+        backbone = settings.get("llm") or "?"
+        lines += ["", f"Ours on the same protocol (test, all rows; LLM backbone `{backbone}`, profile "
+                  f"`{settings.get('profile', '?')}`; LLM rows may score a seeded sample of test rows):", "",
+                  "| paper's method | ours | backbone | AUC | UAUC |", "|---|---|---|---|---|"]
+        fmt = lambda e: "n/a" if e is None or e.get("not_applicable") else f"{e['value']:.4f}"  # noqa: E731
+        for paper, mine in PAPER_NAMES.items():
+            if mine in result:
+                v = result[mine]["all"]
+                lines.append(f"| {paper} | {mine} | {'-' if paper == 'MF' else backbone} | {fmt(v.get('auc'))} | "
+                             f"{fmt(v.get('uauc'))} |")
+        lines.append("")
     if plots:
         lines += ["## Plots", ""] + [f"- {name}: `{path}`" for name, path in plots.items()] + [""]
     lines += [

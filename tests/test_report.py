@@ -157,9 +157,13 @@ def test_published_reference_appears_for_the_collm_protocol():
     test = pl.DataFrame({"user_id": ["a", "a", "b", "b"], "label": [1, 0, 1, 0], "warm": [True, True, False, False],
                          "not_cold": [True, True, False, False]})
     m = report.MethodScores("mf", np.array([0.9, 0.1, 0.4, 0.6]))
-    res = report.evaluate(test, [m], bootstrap_samples=10)
-    md = report.markdown("movies", test, res, {"bootstrap_samples": 10}, [], reference="collm_ml1m")
+    t = report.MethodScores("ingredient_tallrec", np.array([0.9, 0.1, 0.6, 0.4]))
+    res = report.evaluate(test, [m, t], bootstrap_samples=10, min_subset_rows=2)
+    md = report.markdown("movies", test, res, {"bootstrap_samples": 10, "llm": "smollm2-135m-instruct"}, [],
+                         reference="collm_ml1m")
     assert "| CoLLM-MF | Qwen2-1.5B | 0.7354 | 0.6950 |" in md
+    assert "| MF | mf | - | 0.7500 | 0.5000 |" in md  # ours beside theirs, labelled by backbone
+    assert "| TALLRec | ingredient_tallrec | smollm2-135m-instruct | 1.0000 | 1.0000 |" in md
     assert res["mf"]["warm"]["auc"]["value"] == 1.0 and res["mf"]["cold"]["auc"]["value"] == 0.0
 
 
