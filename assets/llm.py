@@ -295,13 +295,13 @@ def build_llm_assets(cfg: ProjectConfig) -> list:
                 te, _, rows, used = collm.examples(head, lm.tokenizer, split, titles, text, ids, "test",
                                                    prof["test_rows"], with_labels=False)
                 t0 = time.perf_counter()
-                point = lora_train.predict(head, lm, te)
+                head.eval()
+                point = scorer.score_ids(lm, te, embed=head.embed)
                 rank_rows = _ranking_rows(rows, prof)
-                ranked = {}
-                for r in rank_rows.tolist():
-                    user, hist = test["user_id"][r], test["history_item_ids"][r]
-                    ranked[r] = lora_train.predict(head, lm, collm.candidate_tokens(
-                        head, lm.tokenizer, user, hist, cands["candidates"][r], titles, text, ids))
+                groups = [collm.candidate_tokens(head, lm.tokenizer, test["user_id"][r], test["history_item_ids"][r],
+                                                 cands["candidates"][r], titles, text, ids) for r in rank_rows.tolist()]
+                ranked = dict(zip(rank_rows.tolist(), (g.numpy() for g in
+                                                       scorer.score_id_groups(lm, groups, embed=head.embed))))
                 md.update({f"{method}/best_valid_auc": round(res.best_valid_auc, 4), f"{method}/steps": res.steps,
                            f"{method}/tokens_per_s": round(res.tokens_per_s, 1),
                            f"{method}/test_id_prompt_share": round(float(used.mean()), 4),

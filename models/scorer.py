@@ -8,12 +8,14 @@ section 3), computed without the waste of the reference implementations.
   whole history for that user's ranking candidates) is encoded once, and its key/value cache is
   reused by every prompt of the group.
 
-`score_reference` is the plain forward pass the others are checked against."""
+`score_reference` is the plain forward pass the others are checked against. The `*_ids` functions
+take token id lists and an optional `embed` (ids -> input embeddings): CoLLM's head passes its own,
+which puts CF vectors at the slot positions; everything else is the same."""
 
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -51,16 +53,21 @@ def _common_prefix(seqs: Sequence[Sequence[int]]) -> int:
     return n
 
 
+def _inputs(ids: torch.Tensor, embed: Callable[[torch.Tensor], torch.Tensor] | None) -> dict:
+    return {"input_ids": ids} if embed is None else {"inputs_embeds": embed(ids)}
+
+
 @torch.no_grad()
-def _encode_prefix(llm: LoadedLLM, prefix: list[int]):
+def _encode_prefix(llm: LoadedLLM, prefix: list[int], embed=None):
     if not prefix:
         return None
     ids = torch.tensor([prefix], device=llm.device)
-    return llm.model.model(input_ids=ids, use_cache=True).past_key_values
+    return llm.model.model(**_inputs(ids, embed), use_cache=True).past_key_values
 
 
 @torch.no_grad()
-def _score_suffixes(llm: LoadedLLM, cache, prefix_len: int, suffixes: list[list[int]], yes: torch.Tensor) -> torch.Tensor:
+def _score_suffixes(llm: LoadedLLM, cache, prefix_len: int, suffixes: list[list[int]], yes: torch.Tensor,
+                    embed=None) -> torch.Tensor:
     """Yes logits of prompts = shared prefix (already in `cache`) + each suffix, in one batch."""
     b = len(suffixes)
     width = max(len(s) for s in suffixes)
@@ -76,19 +83,22 @@ def _score_suffixes(llm: LoadedLLM, cache, prefix_len: int, suffixes: list[list[
     if cache is not None:
         past = copy.deepcopy(cache)
         past.batch_repeat_interleave(b)
-    hidden = llm.model.model(input_ids=ids.to(llm.device), attention_mask=mask.to(llm.device),
+    hidden = llm.model.model(**_inputs(ids.to(llm.device), embed), attention_mask=mask.to(llm.device),
                              position_ids=positions.to(llm.device), past_key_values=past,
                              use_cache=cache is not None).last_hidden_state
     last = torch.tensor([len(s) - 1 for s in suffixes], device=llm.device)
     return (hidden[torch.arange(b, device=llm.device), last] @ yes).float().cpu()
 
 
-def _score_token_groups(llm: LoadedLLM, groups: Sequence[Sequence[list[int]]], max_batch_tokens: int) -> list[torch.Tensor]:
+@torch.no_grad()
+def score_id_groups(llm: LoadedLLM, groups: Sequence[Sequence[list[int]]], max_batch_tokens: int = 4096,
+                    embed=None) -> list[torch.Tensor]:
+    """As `score_groups`, on token id lists (with `embed` for ids past the vocabulary)."""
     yes = _yes_row(llm)
     results = []
     for seqs in groups:
         n = _common_prefix(seqs) if len(seqs) > 1 else 0
-        cache = _encode_prefix(llm, list(seqs[0][:n]))
+        cache = _encode_prefix(llm, list(seqs[0][:n]), embed)
         order = sorted(range(len(seqs)), key=lambda k: len(seqs[k]))
         scores = torch.empty(len(seqs))
         start = 0
@@ -97,7 +107,7 @@ def _score_token_groups(llm: LoadedLLM, groups: Sequence[Sequence[list[int]]], m
             while end < len(order) and (end - start + 1) * (len(seqs[order[end]]) - n) <= max_batch_tokens:
                 end += 1
             batch = order[start:end]
-            scores[batch] = _score_suffixes(llm, cache, n, [list(seqs[k][n:]) for k in batch], yes)
+            scores[batch] = _score_suffixes(llm, cache, n, [list(seqs[k][n:]) for k in batch], yes, embed)
             start = end
         results.append(scores)
     return results
@@ -109,7 +119,7 @@ def score_groups(llm: LoadedLLM, groups: Sequence[Sequence[str]], max_batch_toke
     prefix is encoded once. Within a group, suffixes are sorted by length and batched under
     `max_batch_tokens` (suffix tokens, padding included); results come back in the caller's order."""
     tokenized = [[llm.tokenizer.encode(p) for p in group] for group in groups]
-    return [s.numpy() for s in _score_token_groups(llm, tokenized, max_batch_tokens)]
+    return [s.numpy() for s in score_id_groups(llm, tokenized, max_batch_tokens)]
 
 
 @torch.no_grad()
@@ -118,9 +128,15 @@ def score(llm: LoadedLLM, prompts: Sequence[str], max_batch_tokens: int = 4096, 
     """Pointwise Yes logits. Prompts are sorted by their tokens; runs of neighbours that share at
     least `min_shared_tokens` (typically one user's rows with the same history) form groups that
     reuse one encoded prefix; the rest are scored together, reusing the template's opening."""
-    if not prompts:
+    return score_ids(llm, [llm.tokenizer.encode(p) for p in prompts], max_batch_tokens, min_shared_tokens, max_group)
+
+
+@torch.no_grad()
+def score_ids(llm: LoadedLLM, seqs: Sequence[list[int]], max_batch_tokens: int = 4096, min_shared_tokens: int = 48,
+              max_group: int = 64, embed=None) -> np.ndarray:
+    """As `score`, on token id lists (with `embed` for ids past the vocabulary)."""
+    if not seqs:
         return np.empty(0)
-    seqs = [llm.tokenizer.encode(p) for p in prompts]
     order = sorted(range(len(seqs)), key=lambda k: seqs[k])
     groups: list[list[int]] = []
     loose: list[int] = []
@@ -135,6 +151,7 @@ def score(llm: LoadedLLM, prompts: Sequence[str], max_batch_tokens: int = 4096, 
     if loose:
         groups.append(loose)
     out = np.empty(len(seqs), dtype=np.float32)
-    for members, scores in zip(groups, _score_token_groups(llm, [[seqs[k] for k in g] for g in groups], max_batch_tokens)):
+    for members, scores in zip(groups, score_id_groups(llm, [[seqs[k] for k in g] for g in groups], max_batch_tokens,
+                                                       embed)):
         out[members] = scores.numpy()
     return out

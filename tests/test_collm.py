@@ -92,3 +92,23 @@ def test_training_moves_only_what_the_variant_trains_and_learns_the_cf_signal(mo
         from models import metrics
 
         assert metrics.auc(vy, lora_train.predict(fresh, loaded, va)) == pytest.approx(res.best_valid_auc, abs=1e-6)
+
+
+def test_fast_scorer_with_slot_embeddings_equals_the_plain_forward(model_path):
+    from models import scorer
+
+    loaded = llm.load(model_path, device="cpu")
+    cf = _cf()
+    torch.manual_seed(0)
+    head = collm.CoLLMHead(loaded.model, cf, loaded.yes_id).eval()
+    titles = {i: f"Film {i}" for i in cf.item_ids}
+    hist = ["i1", "i2", "i5"]
+    group = collm.candidate_tokens(head, loaded.tokenizer, "u2", hist, [f"i{k}" for k in range(30, 40)], titles, TEXT, IDS)
+    assert sum(t >= head.vocab for t in group[-1]) == 0 and sum(t >= head.vocab for t in group[0]) == 2  # i39 is cold
+    (fast,) = scorer.score_id_groups(loaded, [group], max_batch_tokens=40, embed=head.embed)
+    plain = lora_train.predict(head, loaded, group)
+    assert np.abs(fast.numpy() - plain).max() < 1e-4
+    rows = [("u1", "i3", hist), ("u1", "i4", hist), ("u3", "i3", []), ("u1", "i39", hist)]
+    seqs = collm.encode_rows(head, loaded.tokenizer, rows, titles, TEXT, IDS)[0]
+    assert np.abs(scorer.score_ids(loaded, seqs, min_shared_tokens=8, embed=head.embed)
+                  - lora_train.predict(head, loaded, seqs)).max() < 1e-4
