@@ -56,6 +56,10 @@ class Adapter:
             raise MergeError(f"{folder}: peft_type {cfg.get('peft_type')!r}, only LORA adapters can be merged")
         if cfg.get("rank_pattern") or cfg.get("alpha_pattern"):
             raise MergeError(f"{folder}: per-module rank_pattern/alpha_pattern adapters are not supported")
+        if cfg.get("bias", "none") != "none" or cfg.get("modules_to_save") or cfg.get("use_dora"):
+            raise MergeError(f"{folder}: adapters with trained biases, modules_to_save or DoRA are not supported "
+                             f"(bias={cfg.get('bias')!r}, modules_to_save={cfg.get('modules_to_save')!r}, "
+                             f"use_dora={cfg.get('use_dora')!r}); train with bias='none'")
         r, alpha = int(cfg["r"]), float(cfg["lora_alpha"])
         scale = alpha / math.sqrt(r) if cfg.get("use_rslora") else alpha / r
         weights = load_file(str(w_path))

@@ -100,6 +100,12 @@ def test_adapter_for_another_model_is_refused(setup, tmp_path):
         merge.Mixture(loaded.model, [merge.Adapter.load("bad", bad)])
     with pytest.raises(merge.MergeError, match="not a PEFT LoRA adapter"):
         merge.Adapter.load("none", tmp_path)
+    import json
+
+    cfg = json.loads((bad / "adapter_config.json").read_text())
+    (bad / "adapter_config.json").write_text(json.dumps({**cfg, "bias": "all"}))
+    with pytest.raises(merge.MergeError, match="trained biases"):
+        merge.Adapter.load("biased", bad)
 
 
 def _split(test_labels):
