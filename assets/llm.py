@@ -3,6 +3,7 @@
 candidate lists, which the evaluation report reads."""
 
 import json
+from pathlib import Path
 import time
 
 import dagster as dg
@@ -118,7 +119,7 @@ def _dense(project: ProjectResource, domain: str, how) -> llm_mod.LoadedLLM:
     return llm_mod.load(how)
 
 
-def _weight_plot(table: dict[str, dict[str, float]], title: str, path) -> "Path":
+def _weight_plot(table: dict[str, dict[str, float]], title: str, path: Path) -> Path:
     """Heat map of the ingredient's mixing weight per layer (rows) and projection (columns)."""
     from models.report import plot_heatmap
 
