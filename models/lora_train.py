@@ -272,7 +272,9 @@ def train(llm: LoadedLLM, train_prompts: Sequence[str] | Sequence[list[int]], tr
                 log(f"step {step}: loss {total:.4f}, valid AUC {auc:.4f}, {rate:.0f} tokens/s")
                 if auc > state["best_auc"]:
                     state.update(best_auc=auc, best_step=step, bad_evals=0)
-                    head.save_pretrained(out_dir / "adapter")
+                    tmp = data_prep.fresh_dir(out_dir / "adapter")  # swapped in whole: a crash keeps the last best
+                    head.save_pretrained(tmp)
+                    data_prep.replace_dir(tmp, out_dir / "adapter")
                 else:
                     state["bad_evals"] += 1
             if distributed:
