@@ -1,10 +1,11 @@
 """LLM assets: the base spirit LoRA (union of the general domains), one ingredient LoRA per domain
-(trained from the same base LLM, as in RecCocktail), and their scores on the test rows and
-candidate lists, which the evaluation report reads."""
+(trained from the same base LLM, as in RecCocktail), their cocktail (the learned merge, one dense
+model), CoLLM's CIE over a frozen backbone, and their scores on the test rows and candidate lists,
+which the evaluation report reads."""
 
 import json
-from pathlib import Path
 import time
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -123,12 +124,12 @@ def _weight_plot(table: dict[str, dict[str, float]], title: str, path: Path) -> 
     """Heat map of the ingredient's mixing weight per layer (rows) and projection (columns)."""
     from models.report import plot_heatmap
 
-    layers = sorted({int(p.split(".layers.")[1].split(".")[0]) for p in table if ".layers." in p})
-    projs = sorted({p.rsplit(".", 1)[1] for p in table})
+    cells = {(int(p.split(".layers.")[1].split(".")[0]), p.rsplit(".", 1)[1]): w.get("ingredient", np.nan)
+             for p, w in table.items() if ".layers." in p}
+    layers, projs = sorted({k[0] for k in cells}), sorted({k[1] for k in cells})
     grid = np.full((len(layers), len(projs)), np.nan)
-    for p, w in table.items():
-        if ".layers." in p and "ingredient" in w:
-            grid[layers.index(int(p.split(".layers.")[1].split(".")[0])), projs.index(p.rsplit(".", 1)[1])] = w["ingredient"]
+    for (layer, proj), w in cells.items():
+        grid[layers.index(layer), projs.index(proj)] = w
     return plot_heatmap(grid, [f"layer {i}" for i in layers], projs, title, "ingredient weight", path)
 
 
