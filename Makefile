@@ -15,7 +15,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup test demo ui bench clean
+.PHONY: setup test demo ui bench clean instance
 
 setup: $(STAMP)
 
@@ -31,13 +31,16 @@ $(STAMP): pyproject.toml Makefile
 test: $(STAMP)
 	$(PY) -m pytest -q -rs
 
-demo: $(STAMP)
-	mkdir -p $(DAGSTER_HOME) && touch $(DAGSTER_HOME)/dagster.yaml
+demo: $(STAMP) instance
 	$(PY) -m orchestration.demo
 
-ui: $(STAMP)
-	mkdir -p $(DAGSTER_HOME) && touch $(DAGSTER_HOME)/dagster.yaml
+ui: $(STAMP) instance
 	$(VENV)/bin/dagster dev -h 127.0.0.1 -p $${PORT:-3000}
+
+# the instance settings (pools, run queue) unless $(DAGSTER_HOME)/dagster.yaml already says something
+instance:
+	mkdir -p $(DAGSTER_HOME)
+	[ -s $(DAGSTER_HOME)/dagster.yaml ] || cp deploy/local/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 
 bench: $(STAMP)
 	$(PY) benchmarks/data_prep.py

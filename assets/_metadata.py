@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 import inspect
 from datetime import datetime, timezone
 from types import ModuleType
@@ -13,7 +15,28 @@ import duckdb
 import pyarrow as pa
 
 import sql
+from models.config import ConfigError
 from models.data_prep import TableSummary
+
+
+# transient failures (a lost file handle, a busy disk, a flaky network mount, a GPU out of memory
+# because another job held it) are retried with exponential backoff; `fail` marks a failure that
+# the same inputs would repeat (bad config, empty split), which is never retried
+TRANSIENT_RETRY = dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+
+
+def fail(description: str, **kwargs: Any) -> dg.Failure:
+    """A deterministic failure: shown with its fix, never retried."""
+    return dg.Failure(description, allow_retries=False, **kwargs)
+
+
+@contextmanager
+def deterministic() -> Iterator[None]:
+    """Turn a ConfigError (the config or a file says something we cannot run) into `fail`."""
+    try:
+        yield
+    except ConfigError as exc:
+        raise fail(str(exc)) from exc
 
 
 def code_version(*modules: ModuleType) -> str:

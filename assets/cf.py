@@ -21,7 +21,7 @@ def domain_dir(project: ProjectResource, domain: str, *parts: str):
 def read_split(project: ProjectResource, domain: str) -> pl.DataFrame:
     path = domain_dir(project, domain) / "split.parquet"
     if not path.exists():
-        raise dg.Failure(f"{path} is missing: materialize temporal_split for domain {domain!r} first")
+        raise meta.fail(f"{path} is missing: materialize temporal_split for domain {domain!r} first")
     return pl.read_parquet(path)
 
 
@@ -33,10 +33,18 @@ def write_parquet_atomic(df: pl.DataFrame, path) -> str:
     return data_prep.file_sha256(path)
 
 
-def write_scores(path, rows: list[dict]) -> str:
-    """Scores of one family of methods: (method, row, score, candidate_scores); returns sha256."""
-    return write_parquet_atomic(pl.DataFrame(rows, schema={
-        "method": pl.Utf8, "row": pl.Int64, "score": pl.Float64, "candidate_scores": pl.List(pl.Float64)}), path)
+def split_sha256(project: ProjectResource, domain: str) -> str:
+    """The content hash of the domain's split: score files carry it, so the report never pairs
+    scores with the rows of a newer split."""
+    return data_prep.file_sha256(domain_dir(project, domain) / "split.parquet")
+
+
+def write_scores(path, rows: list[dict], split_sha: str) -> str:
+    """Scores of one family of methods: (method, row, score, candidate_scores) and the sha256 of the
+    split whose test rows `row` indexes; returns the file's sha256."""
+    df = pl.DataFrame(rows, schema={"method": pl.Utf8, "row": pl.Int64, "score": pl.Float64,
+                                    "candidate_scores": pl.List(pl.Float64)})
+    return write_parquet_atomic(df.with_columns(pl.lit(split_sha).alias("split_sha256")), path)
 
 
 def build_cf_assets(cfg: ProjectConfig) -> list:
@@ -45,7 +53,7 @@ def build_cf_assets(cfg: ProjectConfig) -> list:
     @dg.asset(
         deps=["temporal_split"],
         partitions_def=partitions,
-        code_version=CODE_VERSION,
+        code_version=CODE_VERSION, retry_policy=meta.TRANSIENT_RETRY,
         kinds={"parquet"},
         group_name="evaluation",
         description="For every test row: its item plus `ranking_negatives` seeded negatives the user "
@@ -66,7 +74,7 @@ def build_cf_assets(cfg: ProjectConfig) -> list:
     @dg.asset(
         deps=["temporal_split", ranking_candidates],
         partitions_def=partitions,
-        code_version=CODE_VERSION,
+        code_version=CODE_VERSION, retry_policy=meta.TRANSIENT_RETRY,
         kinds={"implicit", "pytorch"},
         group_name="cf",
         pool="cpu_heavy",
@@ -78,7 +86,7 @@ def build_cf_assets(cfg: ProjectConfig) -> list:
         domain = context.partition_key
         c = project.config.cf
         seed = int(c.get("seed", 2023))
-        split = read_split(project, domain)
+        split, split_sha = read_split(project, domain), split_sha256(project, domain)
         data = cf.Interactions.from_split(split)
         cands = pl.read_parquet(domain_dir(project, domain) / "candidates.parquet").sort("row")
         index = {it: k for k, it in enumerate(data.item_ids)}
@@ -118,7 +126,7 @@ def build_cf_assets(cfg: ProjectConfig) -> list:
         plot_curve([h["valid_auc"] for h in mf_info["valid_auc_curve"]], "epoch", "validation AUC",
                    f"MF on {domain}: best epoch {mf_info['best_epoch']}", curve)
         scores_path = domain_dir(project, domain, "scores") / "cf.parquet"
-        digest = write_scores(scores_path, rows)
+        digest = write_scores(scores_path, rows, split_sha)
         return dg.MaterializeResult(
             metadata={
                 **md,

@@ -24,13 +24,13 @@ def build_ingestion_assets(cfg: ProjectConfig) -> list:
                          kinds={"duckdb"}, group_name="ingestion"),
         ],
         partitions_def=partitions,
-        code_version=CODE_VERSION,
+        code_version=CODE_VERSION, retry_policy=meta.TRANSIENT_RETRY,
         pool="duckdb_writer",
     )
     def raw_data(context: dg.AssetExecutionContext, project: ProjectResource):
         ds = project.config.datasets[context.partition_key]
         context.log.info(f"ingesting {ds.name} ({ds.format}) from {ds.location}")
-        with project.connect() as con:
+        with meta.deterministic(), project.connect() as con:
             rep = data_prep.ingest_dataset(con, ds)
             q_inter = {k.split(":", 1)[1]: v for k, v in rep.quarantined.items() if k.startswith("interaction:")}
             q_items = {k.split(":", 1)[1]: v for k, v in rep.quarantined.items() if k.startswith("item:")}
@@ -69,9 +69,9 @@ def build_ingestion_assets(cfg: ProjectConfig) -> list:
             )
 
     @dg.asset(
-        deps=["raw_interactions", "raw_items"],
+        deps=["raw_interactions", "raw_items", "landed_interactions"],
         partitions_def=partitions,
-        code_version=CODE_VERSION,
+        code_version=CODE_VERSION, retry_policy=meta.TRANSIENT_RETRY,
         pool="duckdb_writer",
         kinds={"duckdb"},
         group_name="ingestion",

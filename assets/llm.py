@@ -4,6 +4,7 @@ model), CoLLM's CIE over a frozen backbone, and their scores on the test rows an
 which the evaluation report reads."""
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -13,16 +14,18 @@ import polars as pl
 import torch
 
 from assets import _metadata as meta
-from assets.cf import domain_dir, read_split, write_scores
+from assets.cf import domain_dir, read_split, split_sha256, write_scores
 from models import collm, data_prep, lora_train, llm as llm_mod, merge, prompts as prompt_mod, scorer
 from models.cf import CFModel
-from models.config import ProjectConfig
+from models.config import PROJECT_ROOT, ProjectConfig
 from orchestration.partitions import domain_partitions
 from orchestration.profiles import profile
 from orchestration.resources import ProjectResource
 
 CODE_VERSION = meta.code_version(lora_train, scorer, prompt_mod, llm_mod, merge, collm)
-GPU_TAGS = {"dagster/concurrency_key": "gpu"}
+# LLM steps share the `gpu` pool (one at a time by default); on Kubernetes (deploy/k8s) each such
+# step's pod asks for one GPU through this tag, which dagster-k8s reads
+GPU_TAGS = {"dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}}}
 
 
 def _llm(project: ProjectResource) -> llm_mod.LoadedLLM:
@@ -38,7 +41,14 @@ def _titles(project: ProjectResource, domain: str) -> dict[str, str]:
     return dict(pl.read_parquet(domain_dir(project, domain) / "items.parquet").iter_rows())
 
 
-def _train_adapter(context, project: ProjectResource, domains: list[str], out, kind: str) -> dg.MaterializeResult:
+PATH_KEYS = ("valid_auc_plot", "adapter")
+JSON_KEYS = ("loss_and_auc",)
+
+
+def train_adapter(project: ProjectResource, domains: list[str], out: Path, kind: str, log=print) -> dict:
+    """Train one LoRA adapter (kind `base_spirit` or `ingredient`) on `domains` into `out`; returns
+    its metadata as plain values. No Dagster here: the asset calls it in process, or
+    orchestration/pipes_train.py calls it in a subprocess through Dagster Pipes."""
     prof = profile(project.profile)
     llm = _llm(project)
     train_p, train_y, valid_p, valid_y = [], [], [], []
@@ -52,27 +62,35 @@ def _train_adapter(context, project: ProjectResource, domains: list[str], out, k
         valid_p += p
         valid_y += y.tolist()
     cfg = lora_train.TrainConfig(**{**prof["train"], **prof.get(f"{kind}_train", {})})
-    context.log.info(f"training on {len(train_p)} prompts from {', '.join(domains)}; validating on {len(valid_p)}")
-    result = lora_train.train(llm, train_p, np.array(train_y), valid_p, np.array(valid_y), out, cfg,
-                              log=context.log.info)
+    log(f"training on {len(train_p)} prompts from {', '.join(domains)}; validating on {len(valid_p)}")
+    result = lora_train.train(llm, train_p, np.array(train_y), valid_p, np.array(valid_y), out, cfg, log=log)
     from models.report import plot_curve
 
     curve = plot_curve([h["valid_auc"] for h in result.history], f"evaluation (every {cfg.eval_every} steps)",
                        "validation AUC", f"{out.name}: best {result.best_valid_auc:.4f} at step {result.best_step}",
                        out / "valid_auc.png")
-    weights = out / "adapter" / "adapter_model.safetensors"
-    digest = data_prep.file_sha256(weights)
+    digest = data_prep.file_sha256(out / "adapter" / "adapter_model.safetensors")
     (out / "training.json").write_text(json.dumps({"domains": domains, "config": cfg.__dict__,
                                                    "result": result.__dict__}, indent=2, default=str))
+    return {"domains": ", ".join(domains), "train_prompts": len(train_p), "valid_prompts": len(valid_p),
+            "model": str(llm.path), "steps": result.steps, "stopped": result.stopped,
+            "best_valid_auc": round(result.best_valid_auc, 4), "best_step": result.best_step,
+            "tokens_per_s": round(result.tokens_per_s, 1), "loss_and_auc": result.history,
+            "valid_auc_plot": str(curve), "adapter": str(out / "adapter"), "adapter_sha256": digest}
+
+
+def _train_adapter(context, project: ProjectResource, domains: list[str], out: Path, kind: str) -> dg.MaterializeResult:
+    if project.train_pipes:  # the same trainer in a subprocess; progress and metadata come back over Pipes
+        extras = {"data_dir": project.data_dir, "config_path": project.config_path, "profile": project.profile,
+                  "domains": domains, "out": str(out), "kind": kind}
+        return dg.PipesSubprocessClient(cwd=str(PROJECT_ROOT)).run(
+            context=context, command=[sys.executable, "-m", "orchestration.pipes_train"], extras=extras,
+        ).get_materialize_result()
+    md = train_adapter(project, domains, out, kind, log=context.log.info)
     return dg.MaterializeResult(
-        metadata={"domains": ", ".join(domains), "train_prompts": len(train_p), "valid_prompts": len(valid_p),
-                  "model": str(llm.path), "steps": result.steps, "stopped": result.stopped,
-                  "best_valid_auc": round(result.best_valid_auc, 4), "best_step": result.best_step,
-                  "tokens_per_s": round(result.tokens_per_s, 1),
-                  "loss_and_auc": dg.MetadataValue.json(result.history),
-                  "valid_auc_plot": dg.MetadataValue.path(str(curve)),
-                  "adapter": dg.MetadataValue.path(str(out / "adapter")), "adapter_sha256": digest},
-        data_version=dg.DataVersion(digest[:16]))
+        metadata={k: dg.MetadataValue.path(v) if k in PATH_KEYS else dg.MetadataValue.json(v) if k in JSON_KEYS
+                  else v for k, v in md.items()},
+        data_version=dg.DataVersion(md["adapter_sha256"][:16]))
 
 
 def _adapter_dirs(project: ProjectResource, domain: str) -> dict:
@@ -86,7 +104,7 @@ def _mixture(project: ProjectResource, domain: str) -> tuple[llm_mod.LoadedLLM, 
     adapters = []
     for name, folder in _adapter_dirs(project, domain).items():
         if not folder.exists():
-            raise dg.Failure(f"{folder} is missing: materialize {name}_lora"
+            raise meta.fail(f"{folder} is missing: materialize {name}_lora"
                              f"{'' if name == 'base_spirit' else f' for {domain!r}'} first")
         adapters.append(merge.Adapter.load(name, folder))
     return loaded, merge.Mixture(loaded.model, adapters)
@@ -101,7 +119,7 @@ def _ranking_rows(rows: np.ndarray, prof: dict) -> np.ndarray:
 def _fixed_weights(project: ProjectResource, domain: str) -> dict[str, dict[str, float]]:
     cocktail = project.root / "models" / "cocktail" / domain
     if not (cocktail / "merge.json").exists():
-        raise dg.Failure(f"{cocktail / 'merge.json'} is missing: materialize cocktail_model for {domain!r} first")
+        raise meta.fail(f"{cocktail / 'merge.json'} is missing: materialize cocktail_model for {domain!r} first")
     return {r["method"]: r["weights"] for r in json.loads((cocktail / "merge.json").read_text())["results"]
             if r["weights"] is not None}
 
@@ -138,17 +156,17 @@ def build_llm_assets(cfg: ProjectConfig) -> list:
     general = sorted(d.name for d in cfg.domains.values() if d.role == "general")
 
     @dg.asset(deps=[dg.AssetDep("temporal_split", partition_mapping=dg.AllPartitionMapping())],
-              code_version=CODE_VERSION, kinds={"pytorch", "peft"}, group_name="llm", op_tags=GPU_TAGS,
+              code_version=CODE_VERSION, retry_policy=meta.TRANSIENT_RETRY, kinds={"pytorch", "peft"}, group_name="llm", op_tags=GPU_TAGS, pool="gpu",
               description=f"One LoRA adapter trained on the train prompts of the general domains "
                           f"({', '.join(general) or 'none configured'}), in PEFT format under adapters/base_spirit.")
     def base_spirit_lora(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
         if not general:
-            raise dg.Failure("no domain has role: general in the config; the base spirit needs at least one")
+            raise meta.fail("no domain has role: general in the config; the base spirit needs at least one")
         return _train_adapter(context, project, general, project.artifact_dir("adapters", "base_spirit"),
                               "base_spirit")
 
-    @dg.asset(deps=["temporal_split"], partitions_def=partitions, code_version=CODE_VERSION,
-              kinds={"pytorch", "peft"}, group_name="llm", op_tags=GPU_TAGS,
+    @dg.asset(deps=["temporal_split"], partitions_def=partitions, code_version=CODE_VERSION, retry_policy=meta.TRANSIENT_RETRY,
+              kinds={"pytorch", "peft"}, group_name="llm", op_tags=GPU_TAGS, pool="gpu",
               description="The domain's ingredient LoRA, trained from the same base LLM on the domain's text-only "
                           "prompts (TALLRec / CoLLM step 1), in PEFT format under adapters/ingredient/<domain>.")
     def ingredient_lora(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
@@ -157,7 +175,7 @@ def build_llm_assets(cfg: ProjectConfig) -> list:
                               "ingredient")
 
     @dg.asset(deps=[base_spirit_lora, ingredient_lora, "temporal_split"], partitions_def=partitions,
-              code_version=CODE_VERSION, kinds={"pytorch", "safetensors"}, group_name="llm", op_tags=GPU_TAGS,
+              code_version=CODE_VERSION, retry_policy=meta.TRANSIENT_RETRY, kinds={"pytorch", "safetensors"}, group_name="llm", op_tags=GPU_TAGS, pool="gpu",
               description="RecCocktail: the base spirit and the domain's ingredient mixed per layer and projection "
                           "by weights learned on unlabelled validation prompts (entropy of P(Yes)), the learning "
                           "rate and step picked on other validation rows, folded into one dense model under "
@@ -209,14 +227,14 @@ def build_llm_assets(cfg: ProjectConfig) -> list:
             data_version=dg.DataVersion(digest[:16]))
 
     @dg.asset(deps=[base_spirit_lora, ingredient_lora, cocktail_model, "ranking_candidates"], partitions_def=partitions,
-              code_version=CODE_VERSION, kinds={"pytorch"}, group_name="llm", op_tags=GPU_TAGS,
+              code_version=CODE_VERSION, retry_policy=meta.TRANSIENT_RETRY, kinds={"pytorch"}, group_name="llm", op_tags=GPU_TAGS, pool="gpu",
               description="Yes-logit scores of the untrained LLM, the base spirit only, the ingredient only "
                           "(TALLRec), RecCocktail, the equal-weight merge and task arithmetic on a seeded sample "
                           "of test rows and candidate lists: scores/llm.parquet.")
     def llm_scores(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
         d = context.partition_key
         prof = profile(project.profile)
-        split, titles = read_split(project, d), _titles(project, d)
+        split, titles, split_sha = read_split(project, d), _titles(project, d), split_sha256(project, d)
         base = _llm(project)
         build = _builder(base, project.config.domains[d].item_noun, prof["max_prompt_tokens"])
         point_p, _, rows = prompt_mod.examples(split, titles, build, "test", prof["test_rows"], with_labels=False)
@@ -241,7 +259,7 @@ def build_llm_assets(cfg: ProjectConfig) -> list:
                           "candidate_scores": ranked[int(r)].tolist() if int(r) in ranked else None}
                          for r, s in zip(rows, point)]
         path = domain_dir(project, d, "scores") / "llm.parquet"
-        digest = write_scores(path, out_rows)
+        digest = write_scores(path, out_rows, split_sha)
         return dg.MaterializeResult(
             metadata={**md, "test_rows_scored": len(rows), "ranking_lists_scored": len(rank_rows),
                       "test_rows": test.height, "scores_path": dg.MetadataValue.path(str(path)),
@@ -249,7 +267,7 @@ def build_llm_assets(cfg: ProjectConfig) -> list:
             data_version=dg.DataVersion(digest[:16]))
 
     @dg.asset(deps=[ingredient_lora, cocktail_model, "cf_embeddings", "ranking_candidates"], partitions_def=partitions,
-              code_version=CODE_VERSION, kinds={"pytorch"}, group_name="llm", op_tags=GPU_TAGS,
+              code_version=CODE_VERSION, retry_policy=meta.TRANSIENT_RETRY, kinds={"pytorch"}, group_name="llm", op_tags=GPU_TAGS, pool="gpu",
               description="CoLLM: the CIE MLP mapping CF vectors (the profile's CF models) into the token space, "
                           "trained on ID prompts on top of a frozen backbone (the ingredient, as published, and "
                           "the RecCocktail model), then scored on the same test rows and lists as llm_scores: "
@@ -260,7 +278,7 @@ def build_llm_assets(cfg: ProjectConfig) -> list:
         d = context.partition_key
         prof = profile(project.profile)
         cp = prof["collm"]
-        split, titles = read_split(project, d), _titles(project, d)
+        split, titles, split_sha = read_split(project, d), _titles(project, d), split_sha256(project, d)
         test = split.filter(pl.col("split") == "test")
         cands = pl.read_parquet(domain_dir(project, d) / "candidates.parquet").sort("row")
         noun = project.config.domains[d].item_noun
@@ -273,7 +291,7 @@ def build_llm_assets(cfg: ProjectConfig) -> list:
                 lm = _dense(project, d, backbones[backbone])
                 cf_path = domain_dir(project, d, "cf") / f"{cf_name}.npz"
                 if not cf_path.exists():
-                    raise dg.Failure(f"{cf_path} is missing: materialize cf_embeddings for {d!r} first")
+                    raise meta.fail(f"{cf_path} is missing: materialize cf_embeddings for {d!r} first")
                 peft = lora_train.add_lora(lm, lora_train.TrainConfig()) if cp["variant"] == "t3" else None
                 cfg = lora_train.TrainConfig(**{**prof["train"], **cp["train"]})
                 torch.manual_seed(cfg.seed)
@@ -315,7 +333,7 @@ def build_llm_assets(cfg: ProjectConfig) -> list:
         plot = plot_curve(curves, "evaluation", "validation AUC", f"{d}: CoLLM CIE ({cp['variant']})",
                           project.artifact_dir("adapters", "collm", d) / "valid_auc.png")
         path = domain_dir(project, d, "scores") / "collm.parquet"
-        digest = write_scores(path, out_rows)
+        digest = write_scores(path, out_rows, split_sha)
         return dg.MaterializeResult(
             metadata={**md, "variant": cp["variant"], "valid_auc_plot": dg.MetadataValue.path(str(plot)),
                       "scores_path": dg.MetadataValue.path(str(path)), "scores_sha256": digest},

@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 
 from assets import _metadata as meta
-from assets.cf import domain_dir, read_split
+from assets.cf import domain_dir, read_split, split_sha256
 from models import data_prep, report
 from models.config import ProjectConfig
 from orchestration.partitions import domain_partitions
@@ -33,16 +33,29 @@ def latest_materialization(instance: dg.DagsterInstance, asset: str, partition: 
     return records[skip].asset_materialization if len(records) > skip else None
 
 
-def load_methods(project: ProjectResource, domain: str, n_test: int) -> tuple[list[report.MethodScores], list[dict]]:
+def load_methods(project: ProjectResource, domain: str, n_test: int,
+                 log=None) -> tuple[list[report.MethodScores], list[dict]]:
+    """Every score file's methods. A file written for an older split (its split_sha256 differs from
+    the current split's) is left out with a warning, or fails the report if it is a required source."""
     methods, lineage = [], []
+    current = split_sha256(project, domain)
     for asset, filename in SCORE_SOURCES.items():
         path = domain_dir(project, domain, "scores") / filename
         if not path.exists():
             if asset in REQUIRED_SOURCES:
-                raise dg.Failure(f"{path} is missing: materialize {asset} for domain {domain!r} first")
+                raise meta.fail(f"{path} is missing: materialize {asset} for domain {domain!r} first")
+            continue
+        df = pl.read_parquet(path)
+        written_for = df["split_sha256"][0] if "split_sha256" in df.columns and df.height else None
+        if written_for != current:
+            text = (f"{path} was scored on an older split of {domain!r}; materialize {asset} for {domain!r} "
+                    "again to bring its methods back into the report")
+            if asset in REQUIRED_SOURCES:
+                raise meta.fail(text)
+            if log:
+                log(text + "; left out of this report")
             continue
         lineage.append({"asset": asset, "path": str(path), "sha256": data_prep.file_sha256(path)})
-        df = pl.read_parquet(path)
         for name in df["method"].unique(maintain_order=True):
             part = df.filter(pl.col("method") == name).sort("row")
             point = np.full(n_test, np.nan)
@@ -111,7 +124,7 @@ def build_report_assets(cfg: ProjectConfig) -> list:
     @dg.asset(
         deps=["temporal_split", "ranking_candidates", *SCORE_SOURCES],
         partitions_def=partitions,
-        code_version=CODE_VERSION,
+        code_version=CODE_VERSION, retry_policy=meta.TRANSIENT_RETRY,
         kinds={"markdown"},
         group_name="evaluation",
         check_specs=[dg.AssetCheckSpec(name, asset="evaluation_report") for name in CHECKS],
@@ -125,7 +138,7 @@ def build_report_assets(cfg: ProjectConfig) -> list:
         ev = pcfg.evaluation
         split = read_split(project, domain)
         test = split.filter(pl.col("split") == "test")
-        methods, lineage = load_methods(project, domain, test.height)
+        methods, lineage = load_methods(project, domain, test.height, log=context.log.warning)
         for name in ("temporal_split", "ranking_candidates"):
             path = domain_dir(project, domain) / ("split.parquet" if name == "temporal_split" else "candidates.parquet")
             lineage.insert(0, {"asset": name, "path": str(path), "sha256": data_prep.file_sha256(path)})
@@ -187,7 +200,7 @@ def build_report_assets(cfg: ProjectConfig) -> list:
 
     @dg.asset(
         deps=[evaluation_report],
-        code_version=CODE_VERSION,
+        code_version=CODE_VERSION, retry_policy=meta.TRANSIENT_RETRY,
         kinds={"markdown"},
         group_name="evaluation",
         description="One table of every domain's report: AUC and UAUC per method on all / warm / cold "
@@ -200,7 +213,7 @@ def build_report_assets(cfg: ProjectConfig) -> list:
             if path.exists():
                 reports[domain] = json.loads(path.read_text())
         if not reports:
-            raise dg.Failure("no evaluation_report has been materialized yet; materialize it for some domains first")
+            raise meta.fail("no evaluation_report has been materialized yet; materialize it for some domains first")
         out = project.artifact_dir("reports")
         text, table = report.summary_markdown(reports)
         png = report.plot_summary(table, out / "summary.png")

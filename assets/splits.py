@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 from assets import _metadata as meta
 from models import data_prep
 from models.config import ProjectConfig
-from orchestration.partitions import dataset_to_domains, domain_partitions
+from orchestration.partitions import domain_partitions
 from orchestration.resources import ProjectResource
 
 CODE_VERSION = meta.code_version(data_prep)
@@ -21,9 +21,11 @@ def build_split_assets(cfg: ProjectConfig) -> list:
     partitions = domain_partitions(cfg)
 
     @dg.asset(
-        deps=[dg.AssetDep("interactions", partition_mapping=dataset_to_domains(cfg))],
+        # every dataset partition upstream: Dagster's static dataset->domain mapping cannot target the
+        # dynamic domain partitions; the asset reads only its own dataset (metadata `dataset`)
+        deps=[dg.AssetDep("interactions", partition_mapping=dg.AllPartitionMapping())],
         partitions_def=partitions,
-        code_version=CODE_VERSION,
+        code_version=CODE_VERSION, retry_policy=meta.TRANSIENT_RETRY,
         pool="duckdb_writer",
         kinds={"duckdb"},
         group_name="domains",
@@ -34,7 +36,7 @@ def build_split_assets(cfg: ProjectConfig) -> list:
         with project.connect() as con:
             n = data_prep.build_domain(con, dom)
             if n == 0:
-                raise dg.Failure(
+                raise meta.fail(
                     f"domain {dom.name!r} selects no rows of dataset {dom.dataset!r} "
                     f"(filter category={dom.category!r}); check domains.{dom.name}.filter in the config")
             return dg.MaterializeResult(
@@ -54,7 +56,7 @@ def build_split_assets(cfg: ProjectConfig) -> list:
     @dg.asset(
         deps=[domain_interactions],
         partitions_def=partitions,
-        code_version=CODE_VERSION,
+        code_version=CODE_VERSION, retry_policy=meta.TRANSIENT_RETRY,
         pool="duckdb_writer",
         kinds={"duckdb", "parquet"},
         group_name="domains",
@@ -77,7 +79,7 @@ def build_split_assets(cfg: ProjectConfig) -> list:
                 s = stats[split]
                 context.log.info(f"{dom.name} {split}: {s['rows']} rows")
             if any(stats[s]["rows"] == 0 for s in data_prep.SPLITS):
-                raise dg.Failure(
+                raise meta.fail(
                     f"domain {dom.name!r}: the {dom.split.protocol} protocol left an empty split "
                     f"({ {s: stats[s]['rows'] for s in data_prep.SPLITS} }); check its split settings",
                 )

@@ -36,6 +36,8 @@ class Settings:
     data_dir: Path
     config_path: Path
     profile: str
+    landing_dir: Path | None = None  # None: <data_dir>/landing
+    train_pipes: bool = False  # train LoRA adapters in a subprocess through Dagster Pipes
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -46,7 +48,16 @@ class Settings:
         profile = os.environ.get("LLMREC_PROFILE", "demo")
         if profile not in PROFILES:
             raise ConfigError(f"LLMREC_PROFILE={profile!r}: choose one of {', '.join(PROFILES)}")
-        return cls(data_dir=data_dir.resolve(), config_path=config_path.resolve(), profile=profile)
+        landing = os.environ.get("LLMREC_LANDING_DIR")
+        pipes = os.environ.get("LLMREC_TRAIN_PIPES", "0")
+        if pipes not in ("0", "1"):
+            raise ConfigError(f"LLMREC_TRAIN_PIPES={pipes!r}: use 1 (train in a Pipes subprocess) or 0")
+        return cls(data_dir=data_dir.resolve(), config_path=config_path.resolve(), profile=profile,
+                   landing_dir=Path(landing).expanduser().resolve() if landing else None, train_pipes=pipes == "1")
+
+    @property
+    def landing_path(self) -> Path:
+        return self.landing_dir or self.data_dir / "landing"
 
     @property
     def warehouse_path(self) -> Path:

@@ -12,7 +12,7 @@ from typing import Any
 import duckdb
 
 import sql
-from models.config import ConfigError, DatasetConfig, DomainConfig, SplitSpec
+from models.config import ConfigError, DatasetConfig, DomainConfig, ProjectConfig, SplitSpec
 
 QUARANTINE_REASONS = (
     "malformed_line",
@@ -24,6 +24,10 @@ QUARANTINE_REASONS = (
     "item_without_title",
 )
 SPLITS = ("train", "valid", "test")
+LINE_FORMATS = ("movielens_dat", "amazon2018", "amazon2023")  # parsed line by line in SQL
+LANDING_PREFIX = "landing/"  # source_file of rows that came in through the landing folder
+# names of files a writer has not finished: left for a later sensor tick
+PARTIAL_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".filepart", ".incomplete")
 
 # Per-format defaults: file names (or globs), column names, encoding, timestamp unit.
 _FORMAT_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -194,26 +198,41 @@ def _project(con: duckdb.DuckDBPyConnection, ds: DatasetConfig, path: Path,
     con.execute(f"CREATE OR REPLACE TEMP TABLE src AS SELECT {', '.join(parts)}, source_row FROM src")
 
 
-def _stage(con: duckdb.DuckDBPyConnection, ds: DatasetConfig, files: SourceFiles) -> None:
-    """Fill temp tables stage_interactions and stage_items from the dataset's files."""
-    enc = _encoding(ds)
-    if ds.format in ("movielens_dat", "amazon2018", "amazon2023"):
-        for path, name in ((files.interactions, f"stage_{ds.format}"), (files.items, f"stage_{ds.format}_items")):
-            sql.run(con, "read_lines", path=str(path), encoding=enc)
-            sql.run(con, name, source_file=path.name)
+def _stage_interactions(con: duckdb.DuckDBPyConnection, ds: DatasetConfig, path: Path, source_file: str) -> None:
+    """Fill temp table stage_interactions from one interaction file in the dataset's format."""
+    if ds.format in LINE_FORMATS:
+        sql.run(con, "read_lines", path=str(path), encoding=_encoding(ds))
+        sql.run(con, f"stage_{ds.format}", source_file=source_file)
         return
     f = _fields(ds)
-    cols = _read_table(con, ds, files.interactions)
-    _project(con, ds, files.interactions, cols,
+    cols = _read_table(con, ds, path)
+    _project(con, ds, path, cols,
              {"user_id": f.get("user"), "item_id": f.get("item"), "rating": f.get("rating"),
               "ts": f.get("timestamp")}, required={"user_id", "item_id", "ts"})
-    sql.run(con, "stage_table", source_file=files.interactions.name)
+    sql.run(con, "stage_table", source_file=source_file)
+
+
+def _stage(con: duckdb.DuckDBPyConnection, ds: DatasetConfig, files: SourceFiles) -> None:
+    """Fill temp tables stage_interactions and stage_items from the dataset's files."""
+    _stage_interactions(con, ds, files.interactions, files.interactions.name)
+    if ds.format in LINE_FORMATS:
+        sql.run(con, "read_lines", path=str(files.items), encoding=_encoding(ds))
+        sql.run(con, f"stage_{ds.format}_items", source_file=files.items.name)
+        return
+    f = _fields(ds)
     cols = _read_table(con, ds, files.items)
     item_key = f.get("item_id") if files.items != files.interactions else f.get("item")
     _project(con, ds, files.items, cols,
              {"item_id": item_key, "title": f.get("title"), "year": f.get("year"),
               "categories": f.get("categories")}, required={"item_id", "title"})
     sql.run(con, "stage_table_items", source_file=files.items.name, separator=ds.categories_separator)
+
+
+def _validate_interactions(con: duckdb.DuckDBPyConnection, ds: DatasetConfig) -> None:
+    unit = _timestamp_unit(ds)
+    sql.run(con, "validate_interactions", rating_min=ds.rating_range[0], rating_max=ds.rating_range[1],
+            timestamp_unit=unit,
+            timestamp_unit_name={"s": "Unix time in seconds", "ms": "Unix time in milliseconds"}.get(unit, "date-time"))
 
 
 @dataclass
@@ -238,11 +257,8 @@ def ingest_dataset(con: duckdb.DuckDBPyConnection, ds: DatasetConfig) -> IngestR
     Parsing happens in temp tables; the swap of the dataset's rows is one transaction, so a crash
     at any point leaves the warehouse as it was."""
     files = source_files(ds)
-    unit = _timestamp_unit(ds)
     _stage(con, ds, files)
-    sql.run(con, "validate_interactions", rating_min=ds.rating_range[0], rating_max=ds.rating_range[1],
-            timestamp_unit=unit,
-            timestamp_unit_name={"s": "Unix time in seconds", "ms": "Unix time in milliseconds"}.get(unit, "date-time"))
+    _validate_interactions(con, ds)
     sql.run(con, "validate_items")
     con.execute("BEGIN TRANSACTION")
     try:
@@ -297,6 +313,71 @@ def quarantine_share(con: duckdb.DuckDBPyConnection, dataset: str) -> tuple[floa
     untitled = by_reason.get("item_without_title", 0)  # counted in raw_interactions already
     total = good + bad - untitled
     return (bad / total if total else 0.0), bad, total, by_reason
+
+
+def landing_candidates(landing: Path, dataset: str) -> list[Path]:
+    """Files in <landing>/<dataset>/ that may be complete: not hidden, not named like a partial write."""
+    folder = landing / dataset
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and not p.name.startswith((".", "~")) and not p.name.endswith(PARTIAL_SUFFIXES))
+
+
+@dataclass
+class LandedReport:
+    dataset: str
+    file_name: str
+    sha256: str
+    already_ingested_as: str | None  # the file name it was first ingested under, when seen before
+    rows_read: int = 0
+    rows_loaded: int = 0
+    quarantined: dict[str, int] = field(default_factory=dict)
+    touched_domains: list[str] = field(default_factory=list)
+
+
+def _record_landed(con: duckdb.DuckDBPyConnection, rep: LandedReport) -> None:
+    con.execute("INSERT INTO landed_files VALUES ($sha, $ds, $name, $read, $loaded, now())",
+                {"sha": rep.sha256, "ds": rep.dataset, "name": rep.file_name, "read": rep.rows_read,
+                 "loaded": rep.rows_loaded})
+
+
+def ingest_landed(con: duckdb.DuckDBPyConnection, cfg: ProjectConfig, dataset: str, path: Path,
+                  sha256: str | None = None) -> LandedReport:
+    """Append one landing file's interactions to `dataset`'s raw rows, exactly once per content.
+
+    The file is parsed in the dataset's format (interaction rows only; their items must be in the
+    dataset's item file). Bad rows go to quarantine (stage 'landing'). The rows, the quarantine
+    and the landed_files record are one transaction: a crash leaves the warehouse as it was, and
+    content seen before (the same file dropped twice, or renamed) is skipped."""
+    ds = cfg.datasets[dataset]
+    digest = sha256 or file_sha256(path)
+    if sha256 is not None and file_sha256(path) != sha256:
+        raise ConfigError(f"{path} changed since the sensor saw it (sha256 differs); it will be picked up again")
+    seen = con.execute("SELECT file_name FROM landed_files WHERE sha256 = $h", {"h": digest}).fetchone()
+    rep = LandedReport(dataset, path.name, digest, seen[0] if seen else None)
+    if seen:
+        return rep
+    _stage_interactions(con, ds, path, LANDING_PREFIX + path.name)
+    _validate_interactions(con, ds)
+    rep.rows_read = con.execute("SELECT count(*) FROM checked_interactions").fetchone()[0]
+    rep.rows_loaded = con.execute("SELECT count(*) FROM checked_interactions WHERE reason IS NULL").fetchone()[0]
+    rep.quarantined = dict(con.execute("SELECT reason, count(*) FROM checked_interactions WHERE reason IS NOT NULL "
+                                       "GROUP BY 1 ORDER BY 1").fetchall())
+    con.execute("BEGIN TRANSACTION")
+    try:
+        sql.run(con, "commit_landed", dataset=dataset)
+        _record_landed(con, rep)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    cats = {r[0] for r in con.execute(
+        "SELECT DISTINCT unnest(i.categories) FROM raw_items i JOIN checked_interactions c "
+        "ON i.dataset = $ds AND i.item_id = trim(c.item_id) WHERE c.reason IS NULL", {"ds": dataset}).fetchall()}
+    rep.touched_domains = sorted(d.name for d in cfg.domains_of(dataset)
+                                 if rep.rows_loaded and (d.category is None or d.category in cats))
+    return rep
 
 
 def build_domain(con: duckdb.DuckDBPyConnection, dom: DomainConfig) -> int:

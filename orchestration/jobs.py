@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dagster as dg
 
+from orchestration.partitions import sync_domain_partitions
+
 DATASET_ASSETS = dg.AssetSelection.assets("raw_interactions", "raw_items", "interactions")
 DOMAIN_ASSETS = dg.AssetSelection.assets("domain_interactions", "temporal_split")
 EVALUATION_ASSETS = dg.AssetSelection.assets("ranking_candidates", "cf_embeddings", "evaluation_report")
@@ -17,6 +19,11 @@ ingest_dataset_job = dg.define_asset_job(
 prepare_domain_job = dg.define_asset_job(
     "prepare_domain", selection=DOMAIN_ASSETS,
     description="One domain's slice and temporal split with histories and warm/cold flags.")
+
+ingest_landing_job = dg.define_asset_job(
+    "ingest_landing", selection=dg.AssetSelection.assets("landed_interactions", "interactions"),
+    description="New files from the landing folder appended to one dataset, then its interactions rebuilt "
+                "(launched by the landing sensor).")
 
 evaluate_domain_job = dg.define_asset_job(
     "evaluate_domain", selection=EVALUATION_ASSETS,
@@ -34,7 +41,7 @@ summarize_job = dg.define_asset_job(
     "summarize", selection=dg.AssetSelection.assets("evaluation_summary"),
     description="The cross-domain summary of every domain's report.")
 
-JOBS = [ingest_dataset_job, prepare_domain_job, evaluate_domain_job, train_base_spirit_job, evaluate_domain_llm_job,
+JOBS = [ingest_dataset_job, ingest_landing_job, prepare_domain_job, evaluate_domain_job, train_base_spirit_job, evaluate_domain_llm_job,
         summarize_job]
 
 
@@ -49,6 +56,10 @@ def _run_config() -> dict:
 def _run(defs: dg.Definitions, job_name: str, partition: str, instance: dg.DagsterInstance | None,
          raise_on_error: bool) -> dg.ExecuteInJobResult:
     job = defs.resolve_job_def(job_name)
+    if instance is None:
+        with dg.DagsterInstance.ephemeral() as eph:
+            return _run(defs, job_name, partition, eph, raise_on_error)
+    sync_domain_partitions(defs.resources["project"].config, instance)
     return job.execute_in_process(partition_key=partition, instance=instance, raise_on_error=raise_on_error,
                                   run_config=_run_config())
 

@@ -38,6 +38,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "model": llm.EMBEDDED,
         "train": {"max_steps": 40, "batch_size": 8, "eval_every": 20, "checkpoint_every": 10, "warmup_steps": 5,
                   "lr": 1e-3, "min_lr": 8e-5, "patience": 20},
+        "base_spirit_train": {"eval_every": 40},
         "train_rows_per_domain": 2000, "valid_rows": 64, "test_rows": 160, "ranking_users": 8,
         "merge": {"learn_rows": 32, "select_rows": 48, "learning_rates": [0.05], "steps": 8, "batch_size": 8,
                   "eval_every": 4, "task_arithmetic_lambdas": [0.5, 1.0]},

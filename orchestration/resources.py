@@ -19,13 +19,16 @@ class ProjectResource(dg.ConfigurableResource):
     data_dir: str
     config_path: str
     profile: str = "demo"
+    landing_dir: str = ""  # empty: <data_dir>/landing
+    train_pipes: bool = False
     # another run may hold DuckDB's single-writer lock; wait this long for it before failing
     lock_wait_s: float = 600.0
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> "ProjectResource":
         s = settings or Settings.from_env()
-        return cls(data_dir=str(s.data_dir), config_path=str(s.config_path), profile=s.profile)
+        return cls(data_dir=str(s.data_dir), config_path=str(s.config_path), profile=s.profile,
+                   landing_dir=str(s.landing_path), train_pipes=s.train_pipes)
 
     @cached_property
     def config(self) -> ProjectConfig:
@@ -34,6 +37,10 @@ class ProjectResource(dg.ConfigurableResource):
     @property
     def root(self) -> Path:
         return Path(self.data_dir)
+
+    @property
+    def landing(self) -> Path:
+        return Path(self.landing_dir) if self.landing_dir else self.root / "landing"
 
     def artifact_dir(self, *parts: str) -> Path:
         path = self.root.joinpath(*parts)

@@ -1,5 +1,6 @@
 -- Replace one dataset's raw rows and raw-stage quarantine in one go (the caller holds a transaction).
-DELETE FROM raw_interactions WHERE dataset = $dataset;
+-- Rows that came in through the landing folder (source_file 'landing/...') are kept.
+DELETE FROM raw_interactions WHERE dataset = $dataset AND NOT starts_with(coalesce(source_file, ''), 'landing/');
 DELETE FROM raw_items WHERE dataset = $dataset;
 DELETE FROM quarantine WHERE dataset = $dataset AND stage = 'raw';
 INSERT INTO raw_interactions

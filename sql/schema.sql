@@ -17,3 +17,8 @@ CREATE TABLE IF NOT EXISTS interactions (
 CREATE TABLE IF NOT EXISTS domain_interactions (
     domain VARCHAR NOT NULL, user_id VARCHAR NOT NULL, item_id VARCHAR NOT NULL,
     rating DOUBLE NOT NULL, ts BIGINT NOT NULL, label TINYINT NOT NULL, title VARCHAR NOT NULL);
+-- landing files ingested by the landing sensor: one row per distinct content (sha256), so a file
+-- dropped twice or renamed is ingested once
+CREATE TABLE IF NOT EXISTS landed_files (
+    sha256 VARCHAR PRIMARY KEY, dataset VARCHAR NOT NULL, file_name VARCHAR NOT NULL,
+    rows_read BIGINT NOT NULL, rows_loaded BIGINT NOT NULL, ingested_at TIMESTAMPTZ NOT NULL);

@@ -9,12 +9,14 @@ import pytest
 
 from models.config import PROJECT_ROOT, ConfigError, Settings, load_config
 from orchestration.definitions import build_definitions
+from orchestration.partitions import DOMAIN_PARTITIONS
 
 # A renamed or removed asset must be a visible diff here.
 EXPECTED_ASSETS = {
     "raw_interactions": ("dataset", []),
     "raw_items": ("dataset", []),
-    "interactions": ("dataset", ["raw_interactions", "raw_items"]),
+    "landed_interactions": ("dataset", []),
+    "interactions": ("dataset", ["landed_interactions", "raw_interactions", "raw_items"]),
     "domain_interactions": ("domain", ["interactions"]),
     "temporal_split": ("domain", ["domain_interactions"]),
     "ranking_candidates": ("domain", ["temporal_split"]),
@@ -36,14 +38,15 @@ def test_asset_graph_snapshot(tmp_path):
     got = {}
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
-        parts = set(node.partitions_def.get_partition_keys()) if node.partitions_def else None
-        kind = ("none" if parts is None else "dataset" if parts == set(cfg.datasets)
-                else "domain" if parts == set(cfg.domains) else "?")
+        pdef = node.partitions_def
+        kind = ("none" if pdef is None else "domain" if pdef == DOMAIN_PARTITIONS
+                else "dataset" if set(pdef.get_partition_keys()) == set(cfg.datasets) else "?")
         got[key.to_user_string()] = (kind, sorted(k.to_user_string() for k in node.parent_keys))
     assert got == EXPECTED_ASSETS
     checks = {k.name for k in graph.asset_check_keys}
     assert checks == {"quarantine_share_within_limit", "report_complete", "metric_floors", "no_regression"}
-    assert {j.name for j in defs.jobs} >= {"ingest_dataset", "prepare_domain", "evaluate_domain", "train_base_spirit",
+    assert {s.name for s in defs.sensors} == {"landing", "domain_refresh", "cheap_automation", "llm_automation"}
+    assert {j.name for j in defs.jobs} >= {"ingest_dataset", "ingest_landing", "prepare_domain", "evaluate_domain", "train_base_spirit",
                                           "evaluate_domain_llm", "summarize"}
 
 

@@ -577,15 +577,18 @@ def test_missing_column_is_a_config_error_naming_the_column(ingest, tmp_path):
             "files": {"interactions": "events.csv", "items": "catalog.csv"},
             "fields": TABLE_FIELDS, "timestamp_unit": "iso"}  # maps rating to 'stars', the file has 'score'
 
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(dg.Failure) as err:  # a deterministic failure: never retried
         ingest("shop", spec)
-    message = str(err.value)
+    assert err.value.allow_retries is False and isinstance(err.value.__cause__, ConfigError)
+    message = err.value.description
     assert "events.csv has no column 'stars' (for rating)" in message
     assert "['uid', 'sku', 'score', 'when']" in message and "datasets.shop.fields" in message
 
     run = ingest("shop", spec, raise_on_error=False)
     [failure] = run.result.get_step_failure_events()
     assert failure.step_key == "raw_data"
+    assert failure.step_failure_data.error.cls_name == "Failure"
+    assert "has no column 'stars'" in failure.step_failure_data.error.message
     cause = failure.step_failure_data.error.cause
     assert cause.cls_name == "ConfigError" and "has no column 'stars'" in cause.message
     assert "duckdb" not in cause.message.lower() and "Binder Error" not in cause.message
