@@ -107,4 +107,26 @@ def build_split_assets(cfg: ProjectConfig) -> list:
         })
         return dg.MaterializeResult(metadata=md, data_version=dg.DataVersion(digest[:16]))
 
-    return [domain_interactions, temporal_split]
+    @dg.asset_check(asset=temporal_split, blocking=True, name="split_trainable",
+                    description="Blocks training and scoring downstream when the split cannot train or "
+                                "validate a model: both label classes in train and valid, and test rows.")
+    def split_trainable(context: dg.AssetCheckExecutionContext, project: ProjectResource) -> dg.AssetCheckResult:
+        domain = context.op_execution_context.partition_key
+        dom = project.config.domains[domain]
+        stats = data_prep.split_label_counts(split_path(project, domain))
+        problems = [f"{s} has {stats[s][1]} positive and {stats[s][0]} negative rows"
+                    for s in ("train", "valid") if min(stats[s]) == 0]
+        if sum(stats["test"]) == 0:
+            problems.append("test has no rows")
+        threshold = project.config.datasets[dom.dataset].label_threshold
+        return dg.AssetCheckResult(
+            passed=not problems, severity=dg.AssetCheckSeverity.ERROR,
+            description=(f"train, valid and test usable ({stats})" if not problems else
+                         f"domain {domain!r} cannot be trained on: {'; '.join(problems)}. A label is "
+                         f"rating >= {threshold} (datasets.{dom.dataset}.label_threshold): check that the "
+                         f"ratings and the threshold match, and that the split settings give each part rows "
+                         f"of both kinds; then materialize temporal_split again. Training downstream is skipped."),
+            metadata={f"{s}/{k}": stats[s][i] for s in data_prep.SPLITS for i, k in enumerate(("negatives",
+                                                                                              "positives"))})
+
+    return [domain_interactions, temporal_split, split_trainable]

@@ -467,6 +467,18 @@ def split_stats(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, Any]:
     return {s: stats.get(s, {"rows": 0}) for s in SPLITS}
 
 
+def split_label_counts(path: Path) -> dict[str, tuple[int, int]]:
+    """split -> (negatives, positives) of a split file."""
+    con = duckdb.connect()
+    try:
+        rows = con.execute("SELECT split, count(*) FILTER (WHERE label = 0), count(*) FILTER (WHERE label = 1) "
+                           "FROM read_parquet($p) GROUP BY split", {"p": str(path)}).fetchall()
+    finally:
+        con.close()
+    got = {r[0]: (int(r[1]), int(r[2])) for r in rows}
+    return {s: got.get(s, (0, 0)) for s in SPLITS}
+
+
 @dataclass
 class TableSummary:
     rows: int

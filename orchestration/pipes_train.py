@@ -20,7 +20,7 @@ def main() -> None:
         pipes.log.info(f"pipes trainer: {ex['kind']} on {', '.join(ex['domains'])} into {ex['out']}")
         md = train_adapter(project, list(ex["domains"]), Path(ex["out"]), ex["kind"], log=pipes.log.info)
         pipes.report_asset_materialization(
-            metadata={k: {"raw_value": v, "type": "path" if k in PATH_KEYS else "json" if k in JSON_KEYS else "infer"}
+            metadata={k: {"raw_value": v, "type": "path" if k in PATH_KEYS else "json" if k in JSON_KEYS else "__infer__"}
                       for k, v in md.items()},
             data_version=md["adapter_sha256"][:16])
 
