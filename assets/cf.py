@@ -79,8 +79,8 @@ def build_cf_assets(cfg: ProjectConfig) -> list:
         group_name="cf",
         pool="cpu_heavy",
         description="Popularity, ALS and BPR (implicit) and CoLLM's BCE matrix factorisation, trained on "
-                    "train and tuned on valid. Vectors with id maps in domains/<d>/cf/<model>.npz; "
-                    "test-row and candidate scores in domains/<d>/scores/cf.parquet.",
+                    "train and tuned on valid. Vectors with id maps in `domains/<d>/cf/<model>.npz`; "
+                    "test-row and candidate scores in `domains/<d>/scores/cf.parquet`.",
     )
     def cf_embeddings(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
         domain = context.partition_key

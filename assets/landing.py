@@ -14,7 +14,7 @@ CODE_VERSION = meta.code_version(data_prep)
 
 
 class LandingConfig(dg.Config):
-    """The files to ingest (paths under <landing>/<dataset>/) with the sha256 the sensor saw;
+    """The files to ingest (paths under `<landing>/<dataset>/`) with the sha256 the sensor saw;
     empty: every complete-looking file in the dataset's landing folder."""
 
     files: list[str] = []
@@ -28,7 +28,7 @@ def build_landing_assets(cfg: ProjectConfig) -> list:
         pool="duckdb_writer",
         kinds={"duckdb"},
         group_name="ingestion",
-        description="Interaction files dropped in <landing>/<dataset>/ (any of the dataset's formats), "
+        description="Interaction files dropped in `<landing>/<dataset>/` (any of the dataset's formats), "
                     "appended to raw_interactions once per content hash (table landed_files); bad rows go "
                     "to quarantine with stage 'landing'. The landing sensor launches it; its metadata lists "
                     "the domains the new rows touch, which the domain_refresh sensor then refreshes.",

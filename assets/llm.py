@@ -168,7 +168,7 @@ def build_llm_assets(cfg: ProjectConfig) -> list:
     @dg.asset(deps=["temporal_split"], partitions_def=partitions, code_version=CODE_VERSION, retry_policy=meta.TRANSIENT_RETRY,
               kinds={"pytorch", "peft"}, group_name="llm", op_tags=GPU_TAGS, pool="gpu",
               description="The domain's ingredient LoRA, trained from the same base LLM on the domain's text-only "
-                          "prompts (TALLRec / CoLLM step 1), in PEFT format under adapters/ingredient/<domain>.")
+                          "prompts (TALLRec / CoLLM step 1), in PEFT format under `adapters/ingredient/<domain>`.")
     def ingredient_lora(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
         d = context.partition_key
         return _train_adapter(context, project, [d], project.artifact_dir("adapters", "ingredient", d),
@@ -179,7 +179,7 @@ def build_llm_assets(cfg: ProjectConfig) -> list:
               description="RecCocktail: the base spirit and the domain's ingredient mixed per layer and projection "
                           "by weights learned on unlabelled validation prompts (entropy of P(Yes)), the learning "
                           "rate and step picked on other validation rows, folded into one dense model under "
-                          "models/cocktail/<domain>/model; merge.json holds every candidate and baseline.")
+                          "`models/cocktail/<domain>/model`; merge.json holds every candidate and baseline.")
     def cocktail_model(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
         from models.report import plot_curve
 

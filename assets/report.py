@@ -130,7 +130,7 @@ def build_report_assets(cfg: ProjectConfig) -> list:
         check_specs=[dg.AssetCheckSpec(name, asset="evaluation_report") for name in CHECKS],
         description="Every method by AUC, UAUC, HR@k and NDCG@k on all / warm / cold test rows with "
                     "95 % bootstrap intervals; ROC and metric plots; report.md and metrics.json in "
-                    "reports/<domain>/ with the lineage of every input and the exact settings.",
+                    "`reports/<domain>/` with the lineage of every input and the exact settings.",
     )
     def evaluation_report(context: dg.AssetExecutionContext, project: ProjectResource):
         domain = context.partition_key

@@ -62,7 +62,7 @@ def build_split_assets(cfg: ProjectConfig) -> list:
         group_name="domains",
         description="Train/valid/test rows by the domain's split protocol, each with the last "
                     "`history_length` earlier positive items, the not_cold and warm flags. "
-                    "Written to <data dir>/domains/<domain>/split.parquet.",
+                    "Written to `<data dir>/domains/<domain>/split.parquet`.",
     )
     def temporal_split(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
         cfg_ = project.config

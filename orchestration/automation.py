@@ -18,6 +18,7 @@ import dagster as dg
 LLM_ASSETS = ("base_spirit_lora", "ingredient_lora", "cocktail_model", "llm_scores", "collm_cie")
 CHEAP_ASSETS = ("ranking_candidates", "cf_embeddings", "evaluation_report", "evaluation_summary")
 LLM_REFRESH_CRON = os.environ.get("LLMREC_LLM_REFRESH_CRON", "0 3 * * 6")
+AUTOMATION_INTERVAL_S = int(os.environ.get("LLMREC_AUTOMATION_INTERVAL_S", "30"))
 
 EAGER = dg.AutomationCondition.eager()
 # the report also reads LLM scores, but a domain without them (no LLM stage yet) must still refresh
@@ -35,7 +36,7 @@ def automation_sensors() -> list[dg.AutomationConditionSensorDefinition]:
     return [
         dg.AutomationConditionSensorDefinition(
             "cheap_automation", target=dg.AssetSelection.assets(*CHEAP_ASSETS),
-            default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=30,
+            default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=AUTOMATION_INTERVAL_S,
             description="Reruns candidates, CF baselines, reports and the summary for the partitions whose "
                         "inputs changed (eager)."),
         dg.AutomationConditionSensorDefinition(

@@ -1,0 +1,167 @@
+"""End to end with the real services: `dagster dev` (webserver and daemon) on 127.0.0.1, a run
+launched through the GraphQL API, a file dropped in the landing folder that the sensor ingests,
+the domain refresh and the eager automation that follow it, and the evaluation-report asset page
+rendered by headless Chromium into a screenshot (tests/artifacts/evaluation_report.png)."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from models.config import PROJECT_ROOT
+from test_report import write_fixture
+
+pytestmark = pytest.mark.slow
+ARTIFACTS = PROJECT_ROOT / "tests" / "artifacts"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage", "--hide-scrollbars"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Dagster:
+    def __init__(self, port: int):
+        self.url = f"http://127.0.0.1:{port}"
+
+    def gql(self, query: str, variables: dict | None = None) -> dict:
+        req = urllib.request.Request(f"{self.url}/graphql", data=json.dumps(
+            {"query": query, "variables": variables or {}}).encode(), headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            body = json.loads(r.read())
+        assert "errors" not in body, body
+        return body["data"]
+
+    def launch(self, job: str, partition: str) -> str:
+        data = self.gql("""mutation($p: ExecutionParams!) { launchRun(executionParams: $p) {
+            __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
+            ... on RunConfigValidationInvalid { errors { message } } } }""",
+                        {"p": {"selector": {"repositoryLocationName": "llmrec", "repositoryName": "__repository__",
+                                            "jobName": job},
+                               "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition}]}}})
+        assert data["launchRun"]["__typename"] == "LaunchRunSuccess", data
+        return data["launchRun"]["run"]["runId"]
+
+    def runs(self, job: str) -> list[dict]:
+        data = self.gql("""query($f: RunsFilter) { runsOrError(filter: $f) { ... on Runs {
+            results { runId status tags { key value } } } } }""", {"f": {"pipelineName": job}})
+        return data["runsOrError"]["results"]
+
+    def wait_for(self, job: str, count: int = 1, timeout: float = 420) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            runs = self.runs(job)
+            done = [r for r in runs if r["status"] in ("SUCCESS", "FAILURE", "CANCELED")]
+            if len(done) >= count:
+                assert all(r["status"] == "SUCCESS" for r in done), runs
+                return done
+            time.sleep(3)
+        raise AssertionError(f"no finished {job} run within {timeout} s: {self.runs(job)}")
+
+
+@pytest.fixture
+def dagster_dev(tmp_path):
+    settings = write_fixture(tmp_path)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(PROJECT_ROOT / "deploy" / "local" / "dagster.yaml", home / "dagster.yaml")
+    port = _free_port()
+    env = {**os.environ, "DAGSTER_HOME": str(home), "LLMREC_DATA_DIR": str(settings.data_dir),
+           "LLMREC_CONFIG": str(settings.config_path), "LLMREC_PROFILE": "smoke",
+           "LLMREC_LANDING_DIR": str(tmp_path / "landing"), "LLMREC_LANDING_INTERVAL_S": "5",
+           "LLMREC_LANDING_SETTLE_S": "2", "LLMREC_AUTOMATION_INTERVAL_S": "5", "HF_HUB_OFFLINE": "1"}
+    log = (tmp_path / "dagster_dev.log").open("w")
+    # its own session: the webserver, daemon and code server are stopped together by this PID's group
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(port)],
+                            cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    client = Dagster(port)
+    deadline = time.monotonic() + 240
+    while True:
+        assert proc.poll() is None, (tmp_path / "dagster_dev.log").read_text()[-3000:]
+        try:
+            status = client.gql("{ workspaceOrError { ... on Workspace { locationEntries { name "
+                                "locationOrLoadError { __typename } } } } }")
+            entries = status["workspaceOrError"]["locationEntries"]
+            if entries and entries[0]["locationOrLoadError"] and \
+                    entries[0]["locationOrLoadError"]["__typename"] == "RepositoryLocation":
+                break
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "dagster dev did not come up in 240 s"
+        time.sleep(2)
+    try:
+        yield client, settings, tmp_path / "landing"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def test_ui_graphql_sensor_automation_and_report_page(dagster_dev):
+    client, settings, landing = dagster_dev
+    # 1. a materialization launched through the GraphQL API, as the UI's "Materialize" does
+    client.launch("ingest_dataset", "synthetic")
+    client.wait_for("ingest_dataset")
+    # 2. a new interaction file in the landing folder: the sensor ingests it, the domain refresh
+    #    re-splits the domain it touched, and the eager automation rebuilds candidates, CF and report
+    (landing / "synthetic").mkdir(parents=True)
+    new = pl.DataFrame([("u1", "i2", 5, 1_620_000_000), ("u2", "i4", 2, 1_620_000_100)],
+                       schema=["user", "item", "stars", "when"], orient="row")
+    new.write_csv(landing / "synthetic" / "new_ratings.csv.part")
+    (landing / "synthetic" / "new_ratings.csv.part").rename(landing / "synthetic" / "new_ratings.csv")
+    (run,) = client.wait_for("ingest_landing")
+    assert {"key": "llmrec/landing_files", "value": "new_ratings.csv"} in run["tags"]
+    client.wait_for("prepare_domain")
+    report = settings.data_dir / "reports" / "shop" / "report.md"
+    deadline = time.monotonic() + 420
+    while not report.exists():
+        assert time.monotonic() < deadline, "the eager automation did not build the report"
+        time.sleep(5)
+    automation = [r for r in client.runs("__ASSET_JOB") if r["status"] in ("SUCCESS", "FAILURE")]
+    deadline = time.monotonic() + 120
+    while not any(r["status"] == "SUCCESS" for r in automation):
+        assert time.monotonic() < deadline, automation
+        time.sleep(3)
+        automation = [r for r in client.runs("__ASSET_JOB") if r["status"] in ("SUCCESS", "FAILURE")]
+    assert all(r["status"] == "SUCCESS" for r in automation), automation
+    # 3. the evaluation-report asset page in headless Chromium
+    url = f"{client.url}/assets/evaluation_report?partition=shop"
+    profile = tempfile.mkdtemp(prefix="chromium-")
+    try:
+        dom = subprocess.run([_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=30000",
+                              "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
+        # the asset page with the report's numbers and its passed gates (not an error or a pop-up)
+        assert "evaluation_report" in dom and "popularity/all/auc" in dom and "Latest check results" in dom, \
+            dom[-2000:]
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = ARTIFACTS / "evaluation_report.png"
+        shot.unlink(missing_ok=True)
+        subprocess.run([_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=30000",
+                        "--window-size=1600,1200", f"--screenshot={shot}", url], capture_output=True, timeout=180)
+        assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    assert found, "headless Chromium is not installed: `apt-get install chromium` (.ci/run does)"
+    return found
