@@ -37,6 +37,7 @@ def landing_tick(cfg: ProjectConfig, landing: Path, cursor: dict, now: float | N
     now = time.time() if now is None else now
     seen: dict[str, str] = dict(cursor.get("seen", {}))
     pending: dict[str, list[int]] = dict(cursor.get("pending", {}))
+    done: dict[str, list[int]] = dict(cursor.get("done", {}))  # files already decided on, as last seen
     notes, batches, present = [], {}, set()
     if landing.is_dir():
         for folder in sorted(p for p in landing.iterdir() if p.is_dir() and p.name not in cfg.datasets):
@@ -47,6 +48,8 @@ def landing_tick(cfg: ProjectConfig, landing: Path, cursor: dict, now: float | N
             present.add(key)
             st = path.stat()
             sig = [st.st_size, st.st_mtime_ns]
+            if done.get(key) == sig:
+                continue
             if pending.get(key) != sig or now - st.st_mtime < settle_s:
                 if key not in pending or pending[key] != sig:
                     notes.append(f"{key}: waiting until it stops changing")
@@ -54,13 +57,14 @@ def landing_tick(cfg: ProjectConfig, landing: Path, cursor: dict, now: float | N
                 continue
             digest = data_prep.file_sha256(path)
             pending.pop(key)
+            done[key] = sig
             if digest in seen:
                 notes.append(f"{key}: same content as {seen[digest]}, taken before; not ingested again")
-                seen.setdefault(digest, key)
                 continue
             seen[digest] = key
             batches.setdefault(ds, []).append((path, digest))
     pending = {k: v for k, v in pending.items() if k in present}  # deleted before they settled
+    done = {k: v for k, v in done.items() if k in present}
     requests = []
     for ds, files in batches.items():
         run_key = "landing-" + hashlib.sha256("".join(d for _, d in files).encode()).hexdigest()[:16]
@@ -70,7 +74,7 @@ def landing_tick(cfg: ProjectConfig, landing: Path, cursor: dict, now: float | N
             run_config={"ops": {"landed_interactions": {"config": {
                 "files": [str(p) for p, _ in files], "sha256": [d for _, d in files]}}}},
             tags={"llmrec/landing_files": ",".join(p.name for p, _ in files)[:200]}))
-    return requests, {"seen": seen, "pending": pending}, notes
+    return requests, {"seen": seen, "pending": pending, "done": done}, notes
 
 
 def landing_sensors() -> list:
