@@ -2,13 +2,16 @@
 report's LLM rows."""
 
 import json
+import os
+import subprocess
+import sys
 
 import dagster as dg
 import yaml
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from models.config import Settings
+from models.config import PROJECT_ROOT, Settings
 from orchestration.definitions import build_definitions
 from orchestration.jobs import evaluate_domain, materialize_dataset, materialize_domain, train_base_spirit
 from test_report import write_fixture
@@ -60,3 +63,40 @@ def test_llm_rows_join_the_report(tmp_path):
     cmd = {k: v.value for k, v in ev.materialization.metadata.items()}
     assert cmd["collm_mf/steps"] == 6 and 0 < cmd["collm_mf/test_id_prompt_share"] <= 1
     assert (settings.data_dir / "adapters" / "collm" / "shop" / "collm_mf" / "adapter" / "cie.safetensors").exists()
+
+
+def test_a_backfill_of_several_domains_is_one_run(tmp_path):
+    """The LLM assets' single-run backfill policy: a range of domain partitions, launched from the CLI
+    as a backfill of one run would be, trains every domain's ingredient in one run and one process."""
+    settings = write_fixture(tmp_path)
+    cfg = yaml.safe_load(settings.config_path.read_text())
+    cfg["domains"]["shop2"] = {"dataset": "synthetic", "item_noun": "item", "role": "target"}
+    settings.config_path.write_text(yaml.safe_dump(cfg))
+    defs = build_definitions(Settings(settings.data_dir, settings.config_path, "smoke"))
+    for name in ("ingredient_lora", "cocktail_model", "llm_scores", "collm_cie"):
+        spec = defs.resolve_assets_def(name)
+        assert spec.backfill_policy == dg.BackfillPolicy.single_run(), name
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert materialize_dataset(defs, "synthetic", instance).success
+        for d in ("shop", "shop2"):
+            assert materialize_domain(defs, d, instance).success
+        assert instance.get_dynamic_partitions("domain")[:2] == ["shop", "shop2"]
+        runs_before = {r.run_id for r in instance.get_runs()}
+    env = {**os.environ, "DAGSTER_HOME": str(home), "LLMREC_DATA_DIR": str(settings.data_dir),
+           "LLMREC_CONFIG": str(settings.config_path), "LLMREC_PROFILE": "smoke", "HF_HUB_OFFLINE": "1"}
+    cli = subprocess.run([sys.executable, "-m", "dagster", "asset", "materialize", "-m", "orchestration.definitions",
+                          "--select", "ingredient_lora", "--partition-range", "shop...shop2"],
+                         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert cli.returncode == 0, cli.stdout[-3000:] + cli.stderr[-3000:]
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        (run,) = [r for r in instance.get_runs() if r.run_id not in runs_before]
+        records = instance.fetch_materializations(dg.AssetKey("ingredient_lora"), limit=10).records
+        assert sorted(r.partition_key for r in records) == ["shop", "shop2"]
+        assert {r.run_id for r in records} == {run.run_id}
+        md = records[0].asset_materialization.metadata
+        assert md["domains"].value == "shop, shop2" and md["shop2/steps"].value == 10
+    for d in ("shop", "shop2"):
+        assert (settings.data_dir / "adapters" / "ingredient" / d / "adapter" / "adapter_model.safetensors").exists()
