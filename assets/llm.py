@@ -59,7 +59,8 @@ def train_adapter(project: ProjectResource, domains: list[str], out: Path, kind:
         p, y, _ = prompt_mod.examples(split, titles, build, "train", prof["train_rows_per_domain"])
         train_p += p
         train_y += y.tolist()
-        p, y, _ = prompt_mod.examples(split, titles, build, "valid", prof["valid_rows"])
+        p, y, _ = prompt_mod.examples(split, titles, build, "valid",
+                                      prof.get(f"{kind}_valid_rows", prof["valid_rows"]))
         valid_p += p
         valid_y += y.tolist()
     cfg = lora_train.TrainConfig(**{**prof["train"], **prof.get(f"{kind}_train", {})})
@@ -274,13 +275,16 @@ def build_llm_assets(cfg: ProjectConfig) -> list:
             methods = {"llm_untrained": None, "base_spirit": fixed["base_only"], "ingredient_tallrec": fixed["ingredient_only"],
                        "reccocktail": project.root / "models" / "cocktail" / d / "model", "equal_weights": fixed["equal_weights"],
                        "task_arithmetic": fixed["task_arithmetic"]}
-            out_rows, md = [], {}
+            out_rows, md, done = [], {}, {}
             for method, how in methods.items():
-                model = base if how is None else _dense(project, d, how)
-                t0 = time.perf_counter()
-                point = scorer.score(model, point_p)
-                ranked = dict(zip(rank_rows.tolist(), scorer.score_groups(model, groups)))
-                md[f"{method}/score_s"] = round(time.perf_counter() - t0, 1)
+                key = json.dumps(how, sort_keys=True, default=str)  # task arithmetic at 0.5 = equal weights
+                if key not in done:
+                    model = base if how is None else _dense(project, d, how)
+                    t0 = time.perf_counter()
+                    done[key] = (scorer.score(model, point_p),
+                                 dict(zip(rank_rows.tolist(), scorer.score_groups(model, groups))))
+                    md[f"{method}/score_s"] = round(time.perf_counter() - t0, 1)
+                point, ranked = done[key]
                 out_rows += [{"method": method, "row": int(r), "score": float(s),
                               "candidate_scores": ranked[int(r)].tolist() if int(r) in ranked else None}
                              for r, s in zip(rows, point)]

@@ -241,9 +241,14 @@ def select_merge(mixture: Mixture, score: Callable[[], np.ndarray], encode: Call
     a_name, b_name = mixture.names
     results: list[MergeResult] = []
 
+    aucs: dict[tuple, float] = {}  # task arithmetic at lambda 0.5 is the equal-weight merge: scored once
+
     def fixed(method: str, weights: dict[str, float]) -> MergeResult:
-        mixture.set_fixed(weights)
-        auc = metrics.auc(select_labels, score())
+        key = tuple(sorted(weights.items()))
+        if key not in aucs:
+            mixture.set_fixed(weights)
+            aucs[key] = metrics.auc(select_labels, score())
+        auc = aucs[key]
         log(f"{method} {weights}: selection AUC {auc:.4f}")
         return MergeResult(method, weights, None, auc)
 

@@ -11,8 +11,10 @@
 `merge` sets the cocktail merge: `learn_rows` unlabelled validation prompts to learn the mixing
 weights on, `select_rows` other validation rows whose labels pick the learning rate and step, and
 the `MergeSettings` fields (learning_rates, steps, batch_size, eval_every, task_arithmetic_lambdas).
-`collm` sets CoLLM's CIE: which CF models feed it, which frozen backbones it trains on (the
-ingredient, as published, and the cocktail), the variant (two_step, t1, t3) and `train` overrides.
+`<kind>_train` and `<kind>_valid_rows` (kind `base_spirit` or `ingredient`) override `train` and
+`valid_rows` (per domain) for that adapter. `collm` sets CoLLM's CIE: which CF models feed it,
+which frozen backbones it trains on (the ingredient, as published, and the cocktail), the variant
+(two_step, t1, t3) and `train` overrides.
 """
 
 from __future__ import annotations
@@ -36,14 +38,14 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
     "demo": {
         "model": llm.EMBEDDED,
-        "train": {"max_steps": 40, "batch_size": 8, "eval_every": 20, "checkpoint_every": 10, "warmup_steps": 5,
+        "train": {"max_steps": 24, "batch_size": 8, "eval_every": 12, "checkpoint_every": 12, "warmup_steps": 3,
                   "lr": 1e-3, "min_lr": 8e-5, "patience": 20},
-        "base_spirit_train": {"eval_every": 40},
-        "train_rows_per_domain": 2000, "valid_rows": 64, "test_rows": 160, "ranking_users": 8,
-        "merge": {"learn_rows": 32, "select_rows": 48, "learning_rates": [0.05], "steps": 8, "batch_size": 8,
-                  "eval_every": 4, "task_arithmetic_lambdas": [0.5, 1.0]},
+        "base_spirit_train": {"eval_every": 24}, "base_spirit_valid_rows": 16,
+        "train_rows_per_domain": 2000, "valid_rows": 64, "test_rows": 100, "ranking_users": 8,
+        "merge": {"learn_rows": 24, "select_rows": 32, "learning_rates": [0.05], "steps": 6, "batch_size": 8,
+                  "eval_every": 3, "task_arithmetic_lambdas": [0.5, 1.0]},
         "collm": {"cf_models": ["mf"], "backbones": ["ingredient"], "variant": "two_step",
-                  "train": {"max_steps": 20, "eval_every": 10, "warmup_steps": 3, "lr": 5e-3}},
+                  "train": {"max_steps": 12, "eval_every": 6, "warmup_steps": 2, "lr": 5e-3}},
         "max_prompt_tokens": 512, "llm_domains": ["movies", "scifi"],
     },
     "extended": {
