@@ -1,6 +1,7 @@
 """The evaluation report per domain and the summary across domains, with their audit gates.
 The report is the only reader of test labels."""
 
+import functools
 import json
 import math
 import shutil
@@ -145,9 +146,13 @@ def build_report_assets(cfg: ProjectConfig) -> list:
         for item in lineage:
             m = latest_materialization(context.instance, item["asset"], domain)
             item["data_version"] = (m.tags or {}).get("dagster/data_version", "") if m else ""
-        result = report.evaluate(test, methods, tuple(int(k) for k in ev["ranking_k"]),
-                                 int(ev["bootstrap_samples"]), int(ev["seed"]), int(ev["min_subset_rows"]),
-                                 one_row_per_user=pcfg.domains[domain].split.protocol == "leave_one_out")
+        evaluate = functools.partial(report.evaluate, test, ks=tuple(int(k) for k in ev["ranking_k"]),
+                                     bootstrap_samples=int(ev["bootstrap_samples"]), seed=int(ev["seed"]),
+                                     min_subset_rows=int(ev["min_subset_rows"]),
+                                     one_row_per_user=pcfg.domains[domain].split.protocol == "leave_one_out")
+        result = evaluate(methods)
+        common = report.on_common_rows(methods)
+        same_rows = None if common is None else (evaluate(common[0]), common[1])
         out = project.artifact_dir("reports", domain)
         plots = {"roc": str(report.plot_roc(test, methods, out / "roc.png")),
                  "metrics": str(report.plot_metrics(result, out / "metrics.png"))}
@@ -158,10 +163,13 @@ def build_report_assets(cfg: ProjectConfig) -> list:
                     "code_version": CODE_VERSION,
                     "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "run_id": context.run_id}
-        md_text = report.markdown(domain, test, result, settings, lineage, pcfg.domains[domain].reference, plots)
+        md_text = report.markdown(domain, test, result, settings, lineage, pcfg.domains[domain].reference, plots,
+                                  same_rows)
         (out / "report.md").write_text(md_text)
         payload = {"domain": domain, "metrics": result, "settings": settings, "lineage": lineage,
                    "test_rows": test.height}
+        if same_rows is not None:
+            payload["same_rows"] = {"rows": same_rows[1], "metrics": same_rows[0]}
         (out / "metrics.json").write_text(json.dumps(payload, indent=2, default=str))
         history = project.artifact_dir("reports", domain, "history") / f"{context.run_id}.json"
         shutil.copyfile(out / "metrics.json", history)

@@ -55,6 +55,28 @@ def subset_masks(test: pl.DataFrame) -> dict[str, np.ndarray]:
     return {"all": np.ones(test.height, bool), "warm": warm, "cold": ~not_cold}
 
 
+# what an estimate's n counts, per metric
+UNITS = {"auc": "scored rows", "uauc": "users with both labels", "hr": "ranked lists", "ndcg": "ranked lists"}
+
+
+def on_common_rows(methods: list[MethodScores]) -> tuple[list[MethodScores], int] | None:
+    """Every method restricted to the test rows (and candidate lists) that all of them scored, so
+    that a method scored on a seeded sample (the LLM rows) is compared with the others on the same
+    rows; None when every method scored the same rows already."""
+    scored = np.logical_and.reduce([~np.isnan(m.pointwise) for m in methods])
+    ranked = [m for m in methods if m.ranking is not None]
+    lists = np.logical_and.reduce([~np.isnan(m.ranking).any(axis=1) for m in ranked]) if ranked else None
+    if all(np.array_equal(~np.isnan(m.pointwise), scored) for m in methods) and (
+            lists is None or all(np.array_equal(~np.isnan(m.ranking).any(axis=1), lists) for m in ranked)):
+        return None
+    out = []
+    for m in methods:
+        point = np.where(scored, m.pointwise, np.nan)
+        rank = None if m.ranking is None else np.where(lists[:, None], m.ranking, np.nan)
+        out.append(MethodScores(m.name, point, rank, m.source))
+    return out, int(scored.sum())
+
+
 def evaluate(test: pl.DataFrame, methods: list[MethodScores], ks: tuple[int, ...] = (1, 3, 5),
              bootstrap_samples: int = 1000, seed: int = 2023, min_subset_rows: int = 20,
              one_row_per_user: bool = False) -> dict[str, dict[str, dict[str, dict]]]:
@@ -87,8 +109,15 @@ def evaluate(test: pl.DataFrame, methods: list[MethodScores], ks: tuple[int, ...
                 why = f"only {int(mask.sum())} {subset} test rows (evaluation.min_subset_rows = {min_subset_rows})"
                 for est in res.values():
                     est["not_applicable"] = why
-            elif one_row_per_user:
-                res["uauc"]["not_applicable"] = "one test row per user (leave-one-out): no per-user AUC exists"
+            else:
+                if one_row_per_user:
+                    res["uauc"]["not_applicable"] = "one test row per user (leave-one-out): no per-user AUC exists"
+                # a method that scored a sample: too few of its own rows, users or lists is no estimate
+                for metric, est in res.items():
+                    unit = UNITS[metric.split("@")[0]]
+                    if not est.get("not_applicable") and est["n"] < min_subset_rows:
+                        est["not_applicable"] = (f"only {est['n']} {unit} (evaluation.min_subset_rows = "
+                                                 f"{min_subset_rows})")
             out[m.name][subset] = res
     return out
 
@@ -182,20 +211,10 @@ def plot_metrics(result: dict, path: Path, metric_names: tuple[str, ...] = ("auc
     return path
 
 
-def markdown(domain: str, test: pl.DataFrame, result: dict, settings: dict[str, Any],
-             lineage: list[dict[str, Any]], reference: str | None = None,
-             plots: dict[str, str] | None = None) -> str:
-    masks = subset_masks(test)
+def _metric_tables(result: dict, settings: dict[str, Any], level: str = "##") -> list[str]:
+    """The pointwise table, the ranking tables per subset and the not-applicable footnote."""
     lines = [
-        f"# Evaluation report: `{domain}`",
-        "",
-        f"Test rows: {test.height:,} (positive rate {test['label'].mean():.3f}); "
-        f"warm {int(masks['warm'].sum()):,}; cold {int(masks['cold'].sum()):,}. "
-        f"Warm: the user and the item each have more than {settings.get('warm_threshold', 3)} train records. "
-        "Cold: the user or the item never appears in train. Intervals are 95 % bootstrap percentiles "
-        f"({settings.get('bootstrap_samples')} resamples; rows for AUC and ranking metrics, users for UAUC).",
-        "",
-        "## Pointwise: AUC and UAUC",
+        f"{level} Pointwise: AUC and UAUC",
         "",
         "| method | " + " | ".join(f"AUC {s}" for s in SUBSETS) + " | " + " | ".join(f"UAUC {s}" for s in SUBSETS) + " |",
         "|---|" + "---|" * 6,
@@ -207,7 +226,7 @@ def markdown(domain: str, test: pl.DataFrame, result: dict, settings: dict[str, 
     if rank_metrics:
         lines += [
             "",
-            f"## Ranking: the target among {settings.get('ranking_negatives', 29)} sampled negatives "
+            f"{level} Ranking: the target among {settings.get('ranking_negatives', 29)} sampled negatives "
             "(positive test rows; ties rank the target last)",
             "",
         ]
@@ -222,6 +241,34 @@ def markdown(domain: str, test: pl.DataFrame, result: dict, settings: dict[str, 
                       for k, est in subsets[s].items() if est.get("not_applicable")})
     if reasons:
         lines += ["† not applicable: " + "; ".join(dict.fromkeys(r.split(": ", 1)[1] for r in reasons)), ""]
+    return lines
+
+
+def markdown(domain: str, test: pl.DataFrame, result: dict, settings: dict[str, Any],
+             lineage: list[dict[str, Any]], reference: str | None = None,
+             plots: dict[str, str] | None = None, same_rows: tuple[dict, int] | None = None) -> str:
+    """The report. `same_rows` = (result, rows): every method again on the rows all of them scored."""
+    masks = subset_masks(test)
+    lines = [
+        f"# Evaluation report: `{domain}`",
+        "",
+        f"Test rows: {test.height:,} (positive rate {test['label'].mean():.3f}); "
+        f"warm {int(masks['warm'].sum()):,}; cold {int(masks['cold'].sum()):,}. "
+        f"Warm: the user and the item each have more than {settings.get('warm_threshold', 3)} train records. "
+        "Cold: the user or the item never appears in train. Intervals are 95 % bootstrap percentiles "
+        f"({settings.get('bootstrap_samples')} resamples; rows for AUC and ranking metrics, users for UAUC).",
+        "",
+    ]
+    if same_rows is not None:
+        lines += ["Some methods scored a seeded sample of the test rows (the LLM stages, by the profile's "
+                  "`test_rows` and `ranking_users`); each method below is on its own rows (n in metrics.json), "
+                  f"and **\"Same rows\"** further down puts every method on the {same_rows[1]:,} rows they all "
+                  "scored: compare methods there.", ""]
+    lines += _metric_tables(result, settings)
+    if same_rows is not None:
+        lines += [f"## Same rows: every method on the {same_rows[1]:,} test rows (and the candidate lists) "
+                  "that all of them scored", ""]
+        lines += _metric_tables(same_rows[0], settings, level="###")
     if reference and reference in PUBLISHED:
         lines += ["## Published numbers for this protocol (test, all rows)", "",
                   "| method | backbone | AUC | UAUC |", "|---|---|---|---|"]
@@ -236,6 +283,14 @@ def markdown(domain: str, test: pl.DataFrame, result: dict, settings: dict[str, 
                 v = result[mine]["all"]
                 lines.append(f"| {paper} | {mine} | {'-' if paper == 'MF' else backbone} | {fmt(v.get('auc'))} | "
                              f"{fmt(v.get('uauc'))} |")
+        if same_rows is not None:
+            lines += ["", f"The same methods on the {same_rows[1]:,} rows they all scored:", "",
+                      "| paper's method | ours | backbone | AUC | UAUC |", "|---|---|---|---|---|"]
+            for paper, mine in PAPER_NAMES.items():
+                if mine in same_rows[0]:
+                    v = same_rows[0][mine]["all"]
+                    lines.append(f"| {paper} | {mine} | {'-' if paper == 'MF' else backbone} | "
+                                 f"{fmt(v.get('auc'))} | {fmt(v.get('uauc'))} |")
         lines.append("")
     if plots:
         lines += ["## Plots", ""] + [f"- {name}: `{path}`" for name, path in plots.items()] + [""]

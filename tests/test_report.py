@@ -180,3 +180,37 @@ def test_metrics_that_cannot_exist_are_not_applicable_not_missing():
     assert report.missing_metrics(res, ["mf"]) == []
     md = report.markdown("d", test, res, {"bootstrap_samples": 10}, [])
     assert "n/a†" in md and "† not applicable" in md
+
+
+def test_a_sampled_method_is_compared_on_the_rows_it_scored():
+    """An LLM method scores a seeded sample of test rows: too few of its own rows is not an estimate,
+    and the same-rows evaluation puts every method on the rows all of them scored."""
+    rng = np.random.default_rng(2)
+    n = 200
+    test = pl.DataFrame({"user_id": [f"u{k % 40}" for k in range(n)], "label": rng.integers(0, 2, n),
+                         "warm": [k % 2 == 0 for k in range(n)], "not_cold": [k % 4 != 1 for k in range(n)]})
+    full = report.MethodScores("mf", rng.normal(size=n), rng.normal(size=(n, 10)))
+    sampled = np.full(n, np.nan)
+    rows = np.sort(rng.choice(n, 60, replace=False))
+    sampled[rows] = rng.normal(size=60)
+    ranking = np.full((n, 10), np.nan)
+    ranking[rows[:8]] = rng.normal(size=(8, 10))
+    llm = report.MethodScores("ingredient_tallrec", sampled, ranking)
+    res = report.evaluate(test, [full, llm], ks=(1,), bootstrap_samples=10, min_subset_rows=20)
+    assert res["ingredient_tallrec"]["all"]["auc"]["n"] == 60 and "not_applicable" not in res["ingredient_tallrec"]["all"]["auc"]
+    assert "ranked lists" in res["ingredient_tallrec"]["all"]["ndcg@1"]["not_applicable"]  # at most 8 lists
+    assert "scored rows" in res["ingredient_tallrec"]["cold"]["auc"]["not_applicable"]  # about 15 cold rows
+    assert "not_applicable" not in res["mf"]["all"]["ndcg@1"]
+    assert report.on_common_rows([full, full]) is None
+    common, n_common = report.on_common_rows([full, llm])
+    assert n_common == 60
+    same = report.evaluate(test, common, ks=(1,), bootstrap_samples=10, min_subset_rows=20)
+    assert same["mf"]["all"]["auc"]["n"] == 60
+    from sklearn.metrics import roc_auc_score
+
+    assert same["mf"]["all"]["auc"]["value"] == pytest.approx(roc_auc_score(test["label"].to_numpy()[rows],
+                                                                            full.pointwise[rows]))
+    md = report.markdown("movies", test, res, {"bootstrap_samples": 10}, [], reference="collm_ml1m",
+                         same_rows=(same, n_common))
+    assert "## Same rows: every method on the 60 test rows" in md
+    assert "The same methods on the 60 rows they all scored:" in md
