@@ -41,7 +41,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "train": {"max_steps": 24, "batch_size": 8, "eval_every": 12, "checkpoint_every": 12, "warmup_steps": 3,
                   "lr": 1e-3, "min_lr": 8e-5, "patience": 20},
         "base_spirit_train": {"eval_every": 24}, "base_spirit_valid_rows": 16,
-        "train_rows_per_domain": 2000, "valid_rows": 64, "test_rows": 100, "ranking_users": 8,
+        # 8 lists would leave about 4 positive ones, below evaluation.min_subset_rows: the LLM ranks none
+        "train_rows_per_domain": 2000, "valid_rows": 64, "test_rows": 100, "ranking_users": 0,
         "merge": {"learn_rows": 24, "select_rows": 32, "learning_rates": [0.05], "steps": 6, "batch_size": 8,
                   "eval_every": 3, "task_arithmetic_lambdas": [0.5, 1.0]},
         "collm": {"cf_models": ["mf"], "backbones": ["ingredient"], "variant": "two_step",
