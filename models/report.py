@@ -370,7 +370,7 @@ def summary_markdown(reports: dict[str, dict]) -> tuple[str, list[dict]]:
             for s in SUBSETS:
                 for k in ("auc", "uauc", "ndcg@3"):
                     est = subsets.get(s, {}).get(k)
-                    row[f"{k}_{s}"] = None if est is None else est["value"]
+                    row[f"{k}_{s}"] = None if est is None or est.get("not_applicable") else est["value"]
             table.append(row)
 
     def f(v):

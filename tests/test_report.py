@@ -214,3 +214,13 @@ def test_a_sampled_method_is_compared_on_the_rows_it_scored():
                          same_rows=(same, n_common))
     assert "## Same rows: every method on the 60 test rows" in md
     assert "The same methods on the 60 rows they all scored:" in md
+
+
+def test_the_summary_shows_not_applicable_metrics_as_na():
+    est = {"value": 0.7, "ci_low": 0.6, "ci_high": 0.8, "n": 100}
+    few = {"value": 1.0, "ci_low": 1.0, "ci_high": 1.0, "n": 3, "not_applicable": "only 3 scored rows"}
+    rep = {"test_rows": 100, "metrics": {"mf": {"all": {"auc": est, "uauc": est}, "warm": {"auc": few, "uauc": est},
+                                               "cold": {"auc": est, "uauc": few}}}}
+    text, table = report.summary_markdown({"movies": rep})
+    assert table[0]["auc_all"] == 0.7 and table[0]["auc_warm"] is None and table[0]["uauc_cold"] is None
+    assert "| movies | mf | 0.7000 | n/a | 0.7000 | 0.7000 | 0.7000 | n/a | n/a |" in text
