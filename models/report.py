@@ -349,7 +349,8 @@ def plot_heatmap(matrix: np.ndarray, rows: list[str], cols: list[str], title: st
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(1.6 + 0.9 * len(cols), 1.4 + 0.18 * len(rows)))
+    # wide enough for the title: two projection columns alone would cut it off
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 + 0.9 * len(cols)), 1.4 + 0.18 * len(rows)))
     im = ax.imshow(np.ma.masked_invalid(matrix), aspect="auto", cmap="viridis", vmin=0, vmax=1)
     ax.set_xticks(range(len(cols)), cols)
     ax.set_yticks(range(len(rows)), rows, fontsize=7)
