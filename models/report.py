@@ -278,19 +278,17 @@ def markdown(domain: str, test: pl.DataFrame, result: dict, settings: dict[str, 
                   f"`{settings.get('profile', '?')}`; LLM rows may score a seeded sample of test rows):", "",
                   "| paper's method | ours | backbone | AUC | UAUC |", "|---|---|---|---|---|"]
         fmt = lambda e: "n/a" if e is None or e.get("not_applicable") else f"{e['value']:.4f}"  # noqa: E731
-        for paper, mine in PAPER_NAMES.items():
-            if mine in result:
-                v = result[mine]["all"]
-                lines.append(f"| {paper} | {mine} | {'-' if paper == 'MF' else backbone} | {fmt(v.get('auc'))} | "
-                             f"{fmt(v.get('uauc'))} |")
+
+        def ours(res: dict) -> list[str]:
+            return [f"| {paper} | {mine} | {'-' if paper == 'MF' else backbone} | "
+                    f"{fmt(res[mine]['all'].get('auc'))} | {fmt(res[mine]['all'].get('uauc'))} |"
+                    for paper, mine in PAPER_NAMES.items() if mine in res]
+
+        lines += ours(result)
         if same_rows is not None:
             lines += ["", f"The same methods on the {same_rows[1]:,} rows they all scored:", "",
                       "| paper's method | ours | backbone | AUC | UAUC |", "|---|---|---|---|---|"]
-            for paper, mine in PAPER_NAMES.items():
-                if mine in same_rows[0]:
-                    v = same_rows[0][mine]["all"]
-                    lines.append(f"| {paper} | {mine} | {'-' if paper == 'MF' else backbone} | "
-                                 f"{fmt(v.get('auc'))} | {fmt(v.get('uauc'))} |")
+            lines += ours(same_rows[0])
         lines.append("")
     if plots:
         lines += ["## Plots", ""] + [f"- {name}: `{path}`" for name, path in plots.items()] + [""]
