@@ -94,18 +94,9 @@ def build_cf_assets(cfg: ProjectConfig) -> list:
         test_users = data.parts["test"]["user"]
         valid = data.parts["valid"]
 
-        models = {
-            "als": cf.train_implicit(data, "als", seed=seed, **(c.get("als") or {})),
-            "bpr": cf.train_implicit(data, "bpr", seed=seed, **(c.get("bpr") or {})),
-            "mf": cf.train_mf_bce(data, cf.MFConfig(seed=seed, **(c.get("mf") or {})), log=context.log.info),
-        }
+        models = {name: cf.train_model(name, data, c.get(name), seed=seed, log=context.log.info)
+                  for name in cf.CF_MODELS}
         rows, md = [], {}
-        pop_counts = cf.popularity_counts(data)
-        pop_test = pop_counts[data.parts["test"]["item"]]
-        for r in range(len(test_users)):
-            rows.append({"method": "popularity", "row": r, "score": float(pop_test[r]),
-                         "candidate_scores": pop_counts[cand_idx[r]].tolist()})
-        md["popularity/valid_auc"] = round(metrics.auc(valid["label"], cf.popularity_scores(data, "valid")), 4)
         artifacts = {}
         for name, model in models.items():
             path = model.save(domain_dir(project, domain, "cf") / f"{name}.npz")

@@ -137,7 +137,7 @@ def main() -> None:
           f"best epoch {full.info['best_epoch']}, test AUC "
           f"{metrics.auc(te['label'], full.score(te['user'], te['item'])):.4f}")
 
-    fixed = cf.MFConfig(**{**mf_cfg.__dict__, "max_epochs": args.epochs, "patience": args.epochs})
+    fixed = cf.MFConfig(**{**mf_cfg.model_dump(), "max_epochs": args.epochs, "patience": args.epochs})
     t0 = time.perf_counter()
     ours = cf.train_mf_bce(data, fixed)
     ours_s = time.perf_counter() - t0

@@ -15,6 +15,7 @@ import polars as pl
 import scipy.sparse as sp
 import threadpoolctl
 import torch
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 from models import metrics
 
@@ -111,9 +112,12 @@ def popularity_counts(data: Interactions) -> np.ndarray:
     return np.bincount(t["item"], weights=t["label"], minlength=data.n_items)
 
 
-def popularity_scores(data: Interactions, split: str) -> np.ndarray:
-    """Popularity scores of one split's rows (a non-personalised baseline)."""
-    return popularity_counts(data)[data.parts[split]["item"]]
+def train_popularity(data: Interactions) -> CFModel:
+    """Popularity as vectors: every user's vector is [1], every item's is [its positive train
+    count], so dot(user, item) is the count and popularity scores like any other CF model."""
+    ku, ki = data.known()
+    return CFModel("popularity", data.user_ids, data.item_ids, np.ones((data.n_users, 1), np.float32),
+                   popularity_counts(data).astype(np.float32)[:, None], ku, ki, {"model": "popularity", "fit_s": 0.0})
 
 
 def _implicit_model(kind: str, factors: int, regularization: float, iterations: int, seed: int,
@@ -157,21 +161,46 @@ def train_implicit(data: Interactions, kind: str, factors: int = 64, regularizat
                     "learning_rate": learning_rate, "seed": seed, "fit_s": fit_s})
 
 
-@dataclass
-class MFConfig:
+class Params(BaseModel):
+    """Hyper-parameters of one CF model as the config file gives them (`settings.cf.<model>`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PopularityParams(Params):
+    """Popularity has no hyper-parameters: each item's number of positive train interactions."""
+
+
+class ALSParams(Params):
+    factors: PositiveInt = Field(64, description="vector size")
+    regularization: NonNegativeFloat = Field(0.01, description="L2 weight")
+    iterations: PositiveInt = Field(15, description="ALS sweeps")
+
+
+class BPRParams(Params):
+    factors: PositiveInt = Field(64, description="vector size")
+    learning_rate: PositiveFloat = Field(0.01, description="SGD step size")
+    regularization: NonNegativeFloat = Field(0.01, description="L2 weight")
+    iterations: PositiveInt = Field(100, description="epochs over the positives")
+
+
+class MFParams(Params):
     """CoLLM's MF on ML-1M (PROTOCOLS section 4)."""
 
-    dim: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    batch_size: int = 1024
-    max_epochs: int = 5000
-    patience: int = 50
-    seed: int = 2023
+    dim: PositiveInt = Field(256, description="vector size d")
+    lr: PositiveFloat = Field(1e-3, description="Adam learning rate")
+    weight_decay: NonNegativeFloat = Field(1e-4, description="Adam weight decay on the whole tables")
+    batch_size: PositiveInt = Field(1024, description="rows per step")
+    max_epochs: PositiveInt = Field(5000, description="upper bound on epochs")
+    patience: PositiveInt = Field(50, description="epochs without a better validation AUC before stopping")
     # The authors' code kept nn.Embedding's N(0, 1): with d=256 the logits saturate, validation AUC
     # sits at 0.5 for ~150 epochs and patience-50 early stopping usually ends training there.
-    init_std: float = 0.1
-    threads: int = 0  # 0: torch's default
+    init_std: PositiveFloat = Field(0.1, description="std of the normal start (the authors' code: 1.0)")
+    threads: NonNegativeInt = Field(0, description="torch threads; 0: torch's default")
+
+
+class MFConfig(MFParams):
+    seed: int = 2023
 
 
 def train_mf_bce(data: Interactions, cfg: MFConfig = MFConfig(),
@@ -227,6 +256,38 @@ def train_mf_bce(data: Interactions, cfg: MFConfig = MFConfig(),
     # ALS and BPR, so a cold user or item scores 0 (no signal) instead of noise
     uf[~ku] = 0.0
     itf[~ki] = 0.0
-    info = {"model": "mf", **cfg.__dict__, "best_epoch": best_epoch, "best_valid_auc": best_auc,
+    info = {"model": "mf", **cfg.model_dump(), "best_epoch": best_epoch, "best_valid_auc": best_auc,
             "epochs_run": len(history), "fit_s": time.perf_counter() - t0, "valid_auc_curve": history}
     return CFModel("mf", data.user_ids, data.item_ids, uf, itf, ku, ki, info)
+
+
+@dataclass(frozen=True)
+class CFSpec:
+    """One entry of the CF registry: its config schema and how to train it."""
+
+    name: str
+    description: str
+    params: type[Params]
+    train: Callable[..., CFModel]  # (data, params, seed, log) -> CFModel
+
+
+# The CF models the `cf_embeddings` asset trains, in this order; each is a baseline row of the report
+# and a possible CIE source. Adding one is one entry here (and its test).
+CF_MODELS: dict[str, CFSpec] = {s.name: s for s in (
+    CFSpec("popularity", "each item's positive train count (non-personalised)", PopularityParams,
+           lambda data, p, seed, log: train_popularity(data)),
+    CFSpec("als", "implicit's AlternatingLeastSquares on the positive train rows", ALSParams,
+           lambda data, p, seed, log: train_implicit(data, "als", seed=seed, **p.model_dump())),
+    CFSpec("bpr", "implicit's BayesianPersonalizedRanking on the positive train rows", BPRParams,
+           lambda data, p, seed, log: train_implicit(data, "bpr", seed=seed, **p.model_dump())),
+    CFSpec("mf", "CoLLM's matrix factorisation, BCE on every labelled train row", MFParams,
+           lambda data, p, seed, log: train_mf_bce(data, MFConfig(**p.model_dump(), seed=seed), log=log)),
+)}
+
+
+def train_model(name: str, data: Interactions, params: Params | dict | None = None, seed: int = 2023,
+                log: Callable[[str], None] | None = None) -> CFModel:
+    """Train the registered CF model `name` with its (validated) hyper-parameters."""
+    spec = CF_MODELS[name]
+    p = params if isinstance(params, spec.params) else spec.params(**(params or {}))
+    return spec.train(data, p, seed, log)

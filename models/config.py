@@ -10,16 +10,11 @@ from typing import Any
 
 import yaml
 
+from models.formats import FORMATS as INGEST_FORMATS
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-FORMATS = (
-    "movielens_dat",  # ratings.dat / movies.dat, '::'-separated, latin-1
-    "movielens_csv",  # ratings.csv / movies.csv
-    "recbole_atomic",  # <name>.inter / <name>.item with typed headers
-    "amazon2018",  # reviews JSON lines + meta_*.json
-    "amazon2023",  # *.jsonl + meta_*.jsonl, keyed by parent_asin
-    "table",  # generic CSV or Parquet with a column mapping
-)
+FORMATS = tuple(INGEST_FORMATS)  # models/formats.py is the registry
 PROTOCOLS = ("month_window", "date_cutoff", "leave_one_out")
 ROLES = ("general", "target", "cold_start")
 PROFILES = ("smoke", "demo", "extended", "full")

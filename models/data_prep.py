@@ -13,6 +13,7 @@ import duckdb
 
 import sql
 from models.config import ConfigError, DatasetConfig, DomainConfig, ProjectConfig, SplitSpec
+from models.formats import FORMATS
 
 QUARANTINE_REASONS = (
     "malformed_line",
@@ -24,40 +25,9 @@ QUARANTINE_REASONS = (
     "item_without_title",
 )
 SPLITS = ("train", "valid", "test")
-LINE_FORMATS = ("movielens_dat", "amazon2018", "amazon2023")  # parsed line by line in SQL
 LANDING_PREFIX = "landing/"  # source_file of rows that came in through the landing folder
 # names of files a writer has not finished: left for a later sensor tick
 PARTIAL_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".filepart", ".incomplete")
-
-# Per-format defaults: file names (or globs), column names, encoding, timestamp unit.
-_FORMAT_DEFAULTS: dict[str, dict[str, Any]] = {
-    "movielens_dat": {
-        "files": {"interactions": "ratings.dat*", "items": "movies.dat*"},
-        "encoding": "latin-1",
-    },
-    "movielens_csv": {
-        "files": {"interactions": "ratings.csv*", "items": "movies.csv*"},
-        "fields": {"user": "userId", "item": "movieId", "rating": "rating", "timestamp": "timestamp",
-                   "item_id": "movieId", "title": "title", "categories": "genres"},
-        "delim": ",",
-        "quote": '"',
-    },
-    "recbole_atomic": {
-        "files": {"interactions": "*.inter*", "items": "*.item*"},
-        "fields": {"user": "user_id", "item": "item_id", "rating": "rating", "timestamp": "timestamp",
-                   "item_id": "item_id", "title": "title"},
-        "delim": "\t",
-        "quote": "",
-    },
-    "amazon2018": {"files": {"interactions": "*.json*", "items": "meta_*.json*"}},
-    "amazon2023": {"files": {"interactions": "*.jsonl*", "items": "meta_*.jsonl*"}, "timestamp_unit": "ms"},
-    "table": {
-        "fields": {"user": "user_id", "item": "item_id", "rating": "rating", "timestamp": "timestamp",
-                   "item_id": "item_id", "title": "title"},
-        "delim": ",",
-        "quote": '"',
-    },
-}
 
 
 def connect(path: Path | str = ":memory:", read_only: bool = False) -> duckdb.DuckDBPyConnection:
@@ -137,29 +107,28 @@ def _resolve(location: Path, pattern: str, exclude_prefix: str | None, what: str
 
 
 def source_files(ds: DatasetConfig) -> SourceFiles:
-    defaults = _FORMAT_DEFAULTS[ds.format].get("files", {})
-    names = {**defaults, **ds.files}
+    fmt = FORMATS[ds.format]
+    names = {**fmt.files, **ds.files}
     if ds.location.is_file():  # one file holds the interactions and the item columns
         return SourceFiles(ds.location, ds.location)
     if "interactions" not in names:
         raise ConfigError(f"datasets.{ds.name}.files.interactions is required for format {ds.format}")
-    meta_prefix = "meta_" if ds.format.startswith("amazon") else None
-    inter = _resolve(ds.location, names["interactions"], meta_prefix, "interactions", ds.name)
+    inter = _resolve(ds.location, names["interactions"], fmt.meta_prefix, "interactions", ds.name)
     items_name = names.get("items")
     items = _resolve(ds.location, items_name, None, "items", ds.name) if items_name else inter
     return SourceFiles(inter, items)
 
 
 def _fields(ds: DatasetConfig) -> dict[str, str | None]:
-    return {**_FORMAT_DEFAULTS[ds.format].get("fields", {}), **ds.fields}
+    return {**FORMATS[ds.format].fields, **ds.fields}
 
 
 def _encoding(ds: DatasetConfig) -> str:
-    return ds.encoding or _FORMAT_DEFAULTS[ds.format].get("encoding", "utf-8")
+    return ds.encoding or FORMATS[ds.format].encoding
 
 
 def _timestamp_unit(ds: DatasetConfig) -> str:
-    return ds.timestamp_unit or _FORMAT_DEFAULTS[ds.format].get("timestamp_unit", "s")
+    return ds.timestamp_unit or FORMATS[ds.format].timestamp_unit
 
 
 def _read_table(con: duckdb.DuckDBPyConnection, ds: DatasetConfig, path: Path) -> list[str]:
@@ -167,11 +136,11 @@ def _read_table(con: duckdb.DuckDBPyConnection, ds: DatasetConfig, path: Path) -
     if path.suffix == ".parquet":
         sql.run(con, "read_parquet_rows", path=str(path))
     else:
-        d = _FORMAT_DEFAULTS[ds.format]
-        sql.run(con, "read_csv_rows", path=str(path), delim=ds.delimiter or d["delim"],
-                quote=d["quote"], encoding=_encoding(ds))
+        fmt = FORMATS[ds.format]
+        sql.run(con, "read_csv_rows", path=str(path), delim=ds.delimiter or fmt.delim,
+                quote=fmt.quote, encoding=_encoding(ds))
     cols = [r[0] for r in con.execute("DESCRIBE src").fetchall() if r[0] != "source_row"]
-    if ds.format == "recbole_atomic":  # RecBole headers are typed: "rating:float"
+    if FORMATS[ds.format].typed_headers:  # RecBole headers are typed: "rating:float"
         for c in cols:
             con.execute(f"ALTER TABLE src RENAME {sql.quote_ident(c)} TO {sql.quote_ident(c.split(':')[0])}")
         cols = [c.split(":")[0] for c in cols]
@@ -200,7 +169,7 @@ def _project(con: duckdb.DuckDBPyConnection, ds: DatasetConfig, path: Path,
 
 def _stage_interactions(con: duckdb.DuckDBPyConnection, ds: DatasetConfig, path: Path, source_file: str) -> None:
     """Fill temp table stage_interactions from one interaction file in the dataset's format."""
-    if ds.format in LINE_FORMATS:
+    if FORMATS[ds.format].reader == "lines":
         sql.run(con, "read_lines", path=str(path), encoding=_encoding(ds))
         sql.run(con, f"stage_{ds.format}", source_file=source_file)
         return
@@ -215,7 +184,7 @@ def _stage_interactions(con: duckdb.DuckDBPyConnection, ds: DatasetConfig, path:
 def _stage(con: duckdb.DuckDBPyConnection, ds: DatasetConfig, files: SourceFiles) -> None:
     """Fill temp tables stage_interactions and stage_items from the dataset's files."""
     _stage_interactions(con, ds, files.interactions, files.interactions.name)
-    if ds.format in LINE_FORMATS:
+    if FORMATS[ds.format].reader == "lines":
         sql.run(con, "read_lines", path=str(files.items), encoding=_encoding(ds))
         sql.run(con, f"stage_{ds.format}_items", source_file=files.items.name)
         return

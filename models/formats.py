@@ -1,0 +1,59 @@
+"""The ingestion formats, one registry entry each: default file names, column names, encoding,
+timestamp unit and how the files are read. Adding a format is one entry here (plus, for a
+line-parsed format, its `sql/stage_<name>.sql` and `sql/stage_<name>_items.sql`) and its test in
+tests/test_ingest_formats.py. No Dagster here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class IngestFormat:
+    name: str
+    description: str
+    # default file names (or globs) inside the dataset's source folder: `interactions`, `items`
+    files: dict[str, str] = field(default_factory=dict)
+    # "lines": every line read as text and parsed in sql/stage_<name>.sql (a corrupted line becomes a
+    # quarantined row); "table": a CSV or Parquet file mapped to the canonical columns by `fields`
+    reader: str = "table"
+    # canonical column -> the file's column name (table formats): user, item, rating, timestamp,
+    # item_id, title, year, categories
+    fields: dict[str, str] = field(default_factory=dict)
+    delim: str = ","
+    quote: str = '"'
+    encoding: str = "utf-8"
+    timestamp_unit: str = "s"
+    # item files share the interaction files' glob; names with this prefix are not interaction files
+    meta_prefix: str | None = None
+    # RecBole writes typed headers ("rating:float"); the type suffix is dropped from column names
+    typed_headers: bool = False
+
+
+FORMATS: dict[str, IngestFormat] = {f.name: f for f in (
+    IngestFormat("movielens_dat", "MovieLens `ratings.dat` / `movies.dat`: `::`-separated, latin-1, genres split on `|`",
+                 files={"interactions": "ratings.dat*", "items": "movies.dat*"}, reader="lines",
+                 encoding="latin-1"),
+    IngestFormat("movielens_csv", "MovieLens `ratings.csv` / `movies.csv` (`userId,movieId,rating,timestamp`; "
+                 "`movieId,title,genres`)",
+                 files={"interactions": "ratings.csv*", "items": "movies.csv*"},
+                 fields={"user": "userId", "item": "movieId", "rating": "rating", "timestamp": "timestamp",
+                         "item_id": "movieId", "title": "title", "categories": "genres"}),
+    IngestFormat("recbole_atomic", "RecBole atomic files `<name>.inter` / `<name>.item`, tab-separated with typed "
+                 "headers (`user_id:token`)",
+                 files={"interactions": "*.inter*", "items": "*.item*"},
+                 fields={"user": "user_id", "item": "item_id", "rating": "rating", "timestamp": "timestamp",
+                         "item_id": "item_id", "title": "title"},
+                 delim="\t", quote="", typed_headers=True),
+    IngestFormat("amazon2018", "Amazon Reviews 2018: JSON lines `reviewerID, asin, overall, unixReviewTime`; "
+                 "meta `asin, title, category`",
+                 files={"interactions": "*.json*", "items": "meta_*.json*"}, reader="lines", meta_prefix="meta_"),
+    IngestFormat("amazon2023", "Amazon Reviews 2023: JSON lines keyed by `parent_asin`, `timestamp` in ms; "
+                 "meta `main_category` + `categories`",
+                 files={"interactions": "*.jsonl*", "items": "meta_*.jsonl*"}, reader="lines", meta_prefix="meta_",
+                 timestamp_unit="ms"),
+    IngestFormat("table", "generic CSV or Parquet with a column mapping (`fields`); without `items` the titles come "
+                 "from the interaction file; without `rating` every row is a positive",
+                 fields={"user": "user_id", "item": "item_id", "rating": "rating", "timestamp": "timestamp",
+                         "item_id": "item_id", "title": "title"}),
+)}
