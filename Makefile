@@ -15,9 +15,25 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup test demo ui bench clean instance
+.PHONY: setup system-packages test demo ui bench clean instance
 
-setup: $(STAMP)
+setup: system-packages $(STAMP)
+
+# PostgreSQL server binaries (the Postgres storage test) and headless Chromium (the end-to-end UI
+# test) are Debian packages, not pip ones; only a machine that lacks them pays for apt-get
+SYSTEM_PACKAGES_APT := apt-get install -y -q postgresql chromium
+system-packages:
+	@missing=(); \
+	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql); \
+	command -v chromium >/dev/null || missing+=(chromium); \
+	[ $${#missing[@]} -eq 0 ] && exit 0; \
+	if [ "$$(id -u)" = 0 ]; then sudo=(); \
+	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo=(sudo -n); \
+	else echo "missing system packages ($${missing[*]}): run \`sudo apt-get update && sudo $(SYSTEM_PACKAGES_APT)\`, then make again" >&2; exit 1; fi; \
+	command -v apt-get >/dev/null || { echo "missing $${missing[*]} and no apt-get: install PostgreSQL server binaries (initdb, pg_ctl) and Chromium with this system's package manager" >&2; exit 1; }; \
+	echo "installing $${missing[*]} (apt-get)"; \
+	"$${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	"$${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$${missing[@]}"
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -28,7 +44,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -c "import torch; print('torch', torch.__version__, 'cuda' if torch.cuda.is_available() else 'cpu')"
 	touch $(STAMP)
 
-test: $(STAMP)
+test: setup
 	$(PY) -m pytest -q -rs
 
 demo: $(STAMP) instance

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import functools
 import hashlib
-from collections.abc import Iterator
+import re
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 import inspect
 from datetime import datetime, timezone
@@ -19,9 +24,10 @@ from models.config import ConfigError
 from models.data_prep import TableSummary
 
 
-# transient failures (a lost file handle, a busy disk, a flaky network mount, a GPU out of memory
-# because another job held it) are retried with exponential backoff; `fail` marks a failure that
-# the same inputs would repeat (bad config, empty split), which is never retried
+# transient failures (see `transient_reason`: a lock wait that timed out, a busy disk, a flaky
+# network mount, a GPU out of memory because another job held it, a killed subprocess) are retried
+# with exponential backoff; everything else is a failure the same inputs would repeat (bad config,
+# empty split, a missing upstream file): `classify_failures` and `fail` stop those at the first try
 TRANSIENT_RETRY = dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 
@@ -37,6 +43,106 @@ def deterministic() -> Iterator[None]:
         yield
     except ConfigError as exc:
         raise fail(str(exc)) from exc
+
+
+# errno values of an OSError that say "not now" rather than "never": the same call can succeed later
+TRANSIENT_ERRNOS = {
+    errno.EBUSY: "device or resource busy (another process holds the file)",
+    errno.EAGAIN: "resource temporarily unavailable (a lock or a non-blocking call that would block)",
+    errno.ETIMEDOUT: "operation timed out (a network mount or socket)",
+    errno.ESTALE: "stale file handle (a network mount that reconnected)",
+    errno.ENOSPC: "disk full (other runs' temporary files, DuckDB spill and checkpoints, are freed when they end)",
+}
+
+
+def transient_reason(exc: BaseException) -> str | None:
+    """Why `exc` is worth retrying unchanged, or None when the same inputs would fail the same way.
+
+    The one list of transient kinds; everything not named here is deterministic."""
+    if isinstance(exc, (dg.Failure, dg.RetryRequested)):
+        # the asset body decided itself (allow_retries says whether the policy applies)
+        return "raised as a Dagster Failure/RetryRequested"
+    if isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower():
+        # ProjectResource.connect waited lock_wait_s for another run's write lock and gave up;
+        # that run will end, and the retry's backoff gives it time to
+        return "DuckDB write lock still held by another process"
+    if isinstance(exc, duckdb.TransactionException) and "conflict" in str(exc).lower():
+        # two transactions touched the same rows; the retry sees the committed state
+        return "DuckDB transaction conflict"
+    if isinstance(exc, TimeoutError):
+        # a lock, socket or subprocess wait that ran out; nothing about the inputs is wrong
+        return "timed out"
+    if isinstance(exc, ConnectionError):
+        # includes BrokenPipeError and ConnectionResetError: the other end (a network mount, a
+        # Pipes child, a DDP peer) went away; a new attempt opens a new connection
+        return "connection lost"
+    if isinstance(exc, InterruptedError):
+        # a system call interrupted by a signal (EINTR)
+        return "system call interrupted"
+    if isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS:
+        return TRANSIENT_ERRNOS[exc.errno]
+    torch = sys.modules.get("torch")  # only a run that imported torch can raise its errors
+    if torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError):
+        # usually another job on the same GPU held the memory; it frees it when it ends
+        return "GPU out of memory"
+    if isinstance(exc, subprocess.CalledProcessError) and exc.returncode is not None and exc.returncode < 0:
+        # a child killed by a signal (the OOM killer, a preempted node) did not fail on its inputs
+        return f"subprocess killed by signal {-exc.returncode}"
+    if type(exc).__name__ == "DagsterPipesExecutionError":
+        # the Pipes child (orchestration/pipes_train.py) was killed by a signal: negative exit code
+        m = re.search(r"failed with code (-?\d+)", str(exc))
+        if m and int(m.group(1)) < 0:
+            return f"Pipes subprocess killed by signal {-int(m.group(1))}"
+    return None
+
+
+def _failure(name: str, args: tuple, exc: Exception) -> dg.Failure:
+    """`exc` as a one-line, non-retried Failure naming the asset, its partition and the error."""
+    where = name
+    context = next((a for a in args if isinstance(a, dg.AssetExecutionContext)), None)
+    try:
+        if context is not None and context.has_partition_key:
+            where = f"{name} [{context.partition_key}]"
+    except Exception:  # a partition range has no single key; the name is enough
+        pass
+    message = " ".join(str(exc).split()) or "(no message)"
+    if len(message) > 500:
+        message = message[:497] + "..."
+    return dg.Failure(
+        description=f"{where} failed with {type(exc).__name__}: {message} "
+                    "(deterministic: the same inputs would fail again, so it is not retried)",
+        metadata={"error_type": type(exc).__name__, "error": dg.MetadataValue.text(str(exc))},
+        allow_retries=False)
+
+
+def classify_failures(fn: Callable) -> Callable:
+    """Decorate an asset body: transient errors pass unchanged (the retry policy applies), any other
+    exception becomes `Failure(allow_retries=False)` raised from it, so it fails at the first try.
+
+    Dagster's own interruption (DagsterExecutionInterruptedError, a BaseException) and
+    KeyboardInterrupt/SystemExit are not Exceptions and pass untouched. functools.wraps keeps the
+    signature and annotations Dagster inspects for the context, config and resources."""
+    name = fn.__name__
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen_body(*args, **kwargs):
+            try:
+                return (yield from fn(*args, **kwargs))
+            except Exception as exc:
+                if transient_reason(exc) is not None:
+                    raise
+                raise _failure(name, args, exc) from exc
+        return gen_body
+
+    @functools.wraps(fn)
+    def body(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if transient_reason(exc) is not None:
+                raise
+            raise _failure(name, args, exc) from exc
+    return body
 
 
 def code_version(*modules: ModuleType) -> str:
@@ -95,3 +201,20 @@ def table_data_version(con: duckdb.DuckDBPyConnection, table: str, key: str, val
         f"SELECT count(*), coalesce(sum(hash({cols})::HUGEINT), 0) FROM {table} WHERE {key} = $v",
         {"v": value}).fetchone()
     return hashlib.sha256(f"{r[0]}:{r[1]}".encode()).hexdigest()[:16]
+
+
+def metadata_values(md: dict[str, Any]) -> dict[str, Any]:
+    """Plain values from models/ as Dagster metadata: a Path as a path, a list or dict as JSON, None
+    as null, the rest as it is."""
+    from pathlib import Path
+
+    def one(v: Any) -> Any:
+        if isinstance(v, Path):
+            return dg.MetadataValue.path(str(v))
+        if isinstance(v, (list, dict, tuple)):
+            return dg.MetadataValue.json(v)
+        if v is None:
+            return dg.MetadataValue.null()
+        return v
+
+    return {k: one(v) for k, v in md.items()}

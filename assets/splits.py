@@ -1,4 +1,5 @@
-"""Domain-level assets: a domain's slice of its dataset, then its temporal split with histories."""
+"""Domain-level assets (Dagster wiring; the work is models/data_prep.py and sql/): a domain's slice
+of its dataset, then its temporal split with histories, and the gate that it can train a model."""
 
 
 import dagster as dg
@@ -7,126 +8,111 @@ import pyarrow.parquet as pq
 from assets import _metadata as meta
 from models import data_prep
 from models.config import ProjectConfig
+from models.workspace import Workspace
 from orchestration.partitions import domain_partitions
 from orchestration.resources import ProjectResource
 
 CODE_VERSION = meta.code_version(data_prep)
 
 
-def split_path(project: ProjectResource, domain: str):
-    return project.artifact_dir("domains", domain) / "split.parquet"
+@meta.classify_failures
+def domain_interactions(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
+    dom = project.config.domains[context.partition_key]
+    with project.connect() as con:
+        n = data_prep.build_domain(con, dom)
+        if n == 0:
+            raise meta.fail(
+                f"domain {dom.name!r} selects no rows of dataset {dom.dataset!r} "
+                f"(filter category={dom.category!r}); check domains.{dom.name}.filter in the config")
+        return dg.MaterializeResult(
+            metadata={
+                "dataset": dom.dataset, "category": dom.category or "all", "role": dom.role,
+                "item_noun": dom.item_noun,
+                **meta.summary_metadata(data_prep.summarize(con, "domain_interactions", "domain", dom.name)),
+                "dagster/column_schema": meta.table_schema(con, "domain_interactions"),
+                "preview": meta.preview(con, "SELECT * FROM domain_interactions WHERE domain = $d", {"d": dom.name}),
+            },
+            data_version=dg.DataVersion(meta.table_data_version(
+                con, "domain_interactions", "domain", dom.name, "user_id, item_id, rating, ts, label, title")),
+        )
+
+
+def _split_metadata(cfg: ProjectConfig, dom, stats: dict) -> dict:
+    md = {"protocol": dom.split.protocol, "protocol_params": dg.MetadataValue.json(dict(dom.split.params)),
+          "warm_threshold": cfg.warm_threshold,
+          "warm_rule": f"user and item each have more than {cfg.warm_threshold} train records",
+          "history_length": cfg.history_length,
+          "dagster/row_count": sum(stats[s]["rows"] for s in data_prep.SPLITS)}
+    for split in data_prep.SPLITS:
+        s = stats[split]
+        md.update({f"{split}/{key}": s[key] for key in ("rows", "users", "items", "not_cold", "cold", "warm")})
+        md[f"{split}/positive_rate"] = round(s["positive_rate"], 4)
+        md[f"{split}/time_range"] = f"{meta.iso(s['ts_min'])} .. {meta.iso(s['ts_max'])}"
+    return md
+
+
+@meta.classify_failures
+def temporal_split(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
+    cfg = project.config
+    dom = cfg.domains[context.partition_key]
+    out = Workspace(project.root).split_path(dom.name)
+    with project.connect() as con:
+        origin = None
+        if dom.split.protocol == "month_window":
+            origin = data_prep.origin_month(con, "interactions", "dataset", dom.dataset, dom.split)
+        stats = data_prep.build_split(con, dom.name, dom.split, out, origin=origin,
+                                      warm_threshold=cfg.warm_threshold, history_length=cfg.history_length)
+        for split in data_prep.SPLITS:
+            context.log.info(f"{dom.name} {split}: {stats[split]['rows']} rows")
+        if any(stats[s]["rows"] == 0 for s in data_prep.SPLITS):
+            raise meta.fail(f"domain {dom.name!r}: the {dom.split.protocol} protocol left an empty split "
+                            f"({ {s: stats[s]['rows'] for s in data_prep.SPLITS} }); check its split settings")
+        md = {**_split_metadata(cfg, dom, stats),
+              "preview": meta.preview(con, "SELECT * FROM read_parquet($path)", {"path": str(out)})}
+    digest = data_prep.file_sha256(out)
+    md.update({"path": dg.MetadataValue.path(str(out)), "size_bytes": out.stat().st_size, "sha256": digest,
+               "dagster/column_schema": meta.arrow_schema(pq.read_schema(out))})
+    return dg.MaterializeResult(metadata=md, data_version=dg.DataVersion(digest[:16]))
+
+
+def split_trainable(context: dg.AssetCheckExecutionContext, project: ProjectResource) -> dg.AssetCheckResult:
+    domain = context.op_execution_context.partition_key
+    dom = project.config.domains[domain]
+    stats = data_prep.split_label_counts(Workspace(project.root).split_path(domain))
+    problems = [f"{s} has {stats[s][1]} positive and {stats[s][0]} negative rows"
+                for s in ("train", "valid") if min(stats[s]) == 0]
+    if sum(stats["test"]) == 0:
+        problems.append("test has no rows")
+    threshold = project.config.datasets[dom.dataset].label_threshold
+    return dg.AssetCheckResult(
+        passed=not problems, severity=dg.AssetCheckSeverity.ERROR,
+        description=(f"train, valid and test usable ({stats})" if not problems else
+                     f"domain {domain!r} cannot be trained on: {'; '.join(problems)}. A label is "
+                     f"rating >= {threshold} (datasets.{dom.dataset}.label_threshold): check that the "
+                     f"ratings and the threshold match, and that the split settings give each part rows "
+                     f"of both kinds; then materialize temporal_split again. Training downstream is skipped."),
+        metadata={f"{s}/{k}": stats[s][i] for s in data_prep.SPLITS for i, k in enumerate(("negatives", "positives"))})
 
 
 def build_split_assets(cfg: ProjectConfig) -> list:
-    partitions = domain_partitions(cfg)
-
-    @dg.asset(
+    common = dict(partitions_def=domain_partitions(cfg), code_version=CODE_VERSION, retry_policy=meta.TRANSIENT_RETRY,
+                  pool="duckdb_writer", group_name="domains")
+    sliced = dg.asset(
+        name="domain_interactions", kinds={"duckdb"}, **common,
         # every dataset partition upstream: Dagster's static dataset->domain mapping cannot target the
         # dynamic domain partitions; the asset reads only its own dataset (metadata `dataset`)
         deps=[dg.AssetDep("interactions", partition_mapping=dg.AllPartitionMapping())],
-        partitions_def=partitions,
-        code_version=CODE_VERSION, retry_policy=meta.TRANSIENT_RETRY,
-        pool="duckdb_writer",
-        kinds={"duckdb"},
-        group_name="domains",
         description="One domain's interactions: all of its dataset, or the items of one category.",
-    )
-    def domain_interactions(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
-        dom = project.config.domains[context.partition_key]
-        with project.connect() as con:
-            n = data_prep.build_domain(con, dom)
-            if n == 0:
-                raise meta.fail(
-                    f"domain {dom.name!r} selects no rows of dataset {dom.dataset!r} "
-                    f"(filter category={dom.category!r}); check domains.{dom.name}.filter in the config")
-            return dg.MaterializeResult(
-                metadata={
-                    "dataset": dom.dataset,
-                    "category": dom.category or "all",
-                    "role": dom.role,
-                    "item_noun": dom.item_noun,
-                    **meta.summary_metadata(data_prep.summarize(con, "domain_interactions", "domain", dom.name)),
-                    "dagster/column_schema": meta.table_schema(con, "domain_interactions"),
-                    "preview": meta.preview(con, "SELECT * FROM domain_interactions WHERE domain = $d", {"d": dom.name}),
-                },
-                data_version=dg.DataVersion(meta.table_data_version(
-                    con, "domain_interactions", "domain", dom.name, "user_id, item_id, rating, ts, label, title")),
-            )
-
-    @dg.asset(
-        deps=[domain_interactions],
-        partitions_def=partitions,
-        code_version=CODE_VERSION, retry_policy=meta.TRANSIENT_RETRY,
-        pool="duckdb_writer",
-        kinds={"duckdb", "parquet"},
-        group_name="domains",
-        description="Train/valid/test rows by the domain's split protocol, each with the last "
-                    "`history_length` earlier positive items, the not_cold and warm flags. "
-                    "Written to `<data dir>/domains/<domain>/split.parquet`.",
-    )
-    def temporal_split(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
-        cfg_ = project.config
-        dom = cfg_.domains[context.partition_key]
-        out = split_path(project, dom.name)
-        with project.connect() as con:
-            origin = None
-            if dom.split.protocol == "month_window":
-                origin = data_prep.origin_month(con, "interactions", "dataset", dom.dataset, dom.split)
-            stats = data_prep.build_split(con, dom.name, dom.split, out, origin=origin,
-                                          warm_threshold=cfg_.warm_threshold,
-                                          history_length=cfg_.history_length)
-            for split in data_prep.SPLITS:
-                s = stats[split]
-                context.log.info(f"{dom.name} {split}: {s['rows']} rows")
-            if any(stats[s]["rows"] == 0 for s in data_prep.SPLITS):
-                raise meta.fail(
-                    f"domain {dom.name!r}: the {dom.split.protocol} protocol left an empty split "
-                    f"({ {s: stats[s]['rows'] for s in data_prep.SPLITS} }); check its split settings",
-                )
-            md = {
-                "protocol": dom.split.protocol,
-                "protocol_params": dg.MetadataValue.json({k: v for k, v in dom.split.params.items()}),
-                "warm_threshold": cfg_.warm_threshold,
-                "warm_rule": f"user and item each have more than {cfg_.warm_threshold} train records",
-                "history_length": cfg_.history_length,
-                "dagster/row_count": sum(stats[s]["rows"] for s in data_prep.SPLITS),
-            }
-            for split in data_prep.SPLITS:
-                s = stats[split]
-                for key in ("rows", "users", "items", "not_cold", "cold", "warm"):
-                    md[f"{split}/{key}"] = s[key]
-                md[f"{split}/positive_rate"] = round(s["positive_rate"], 4)
-                md[f"{split}/time_range"] = f"{meta.iso(s['ts_min'])} .. {meta.iso(s['ts_max'])}"
-            md["preview"] = meta.preview(con, "SELECT * FROM read_parquet($path)", {"path": str(out)})
-        digest = data_prep.file_sha256(out)
-        md.update({
-            "path": dg.MetadataValue.path(str(out)),
-            "size_bytes": out.stat().st_size,
-            "sha256": digest,
-            "dagster/column_schema": meta.arrow_schema(pq.read_schema(out)),
-        })
-        return dg.MaterializeResult(metadata=md, data_version=dg.DataVersion(digest[:16]))
-
-    @dg.asset_check(asset=temporal_split, blocking=True, name="split_trainable",
-                    description="Blocks training and scoring downstream when the split cannot train or "
-                                "validate a model: both label classes in train and valid, and test rows.")
-    def split_trainable(context: dg.AssetCheckExecutionContext, project: ProjectResource) -> dg.AssetCheckResult:
-        domain = context.op_execution_context.partition_key
-        dom = project.config.domains[domain]
-        stats = data_prep.split_label_counts(split_path(project, domain))
-        problems = [f"{s} has {stats[s][1]} positive and {stats[s][0]} negative rows"
-                    for s in ("train", "valid") if min(stats[s]) == 0]
-        if sum(stats["test"]) == 0:
-            problems.append("test has no rows")
-        threshold = project.config.datasets[dom.dataset].label_threshold
-        return dg.AssetCheckResult(
-            passed=not problems, severity=dg.AssetCheckSeverity.ERROR,
-            description=(f"train, valid and test usable ({stats})" if not problems else
-                         f"domain {domain!r} cannot be trained on: {'; '.join(problems)}. A label is "
-                         f"rating >= {threshold} (datasets.{dom.dataset}.label_threshold): check that the "
-                         f"ratings and the threshold match, and that the split settings give each part rows "
-                         f"of both kinds; then materialize temporal_split again. Training downstream is skipped."),
-            metadata={f"{s}/{k}": stats[s][i] for s in data_prep.SPLITS for i, k in enumerate(("negatives",
-                                                                                              "positives"))})
-
-    return [domain_interactions, temporal_split, split_trainable]
+    )(domain_interactions)
+    split = dg.asset(
+        name="temporal_split", deps=[sliced], kinds={"duckdb", "parquet"}, **common,
+        description="Train/valid/test rows by the domain's split protocol, each with the last `history_length` "
+                    "earlier positive items, the not_cold and warm flags. Written to "
+                    "`<data dir>/domains/<domain>/split.parquet`.",
+    )(temporal_split)
+    gate = dg.asset_check(
+        asset=split, blocking=True, name="split_trainable",
+        description="Blocks training and scoring downstream when the split cannot train or validate a model: "
+                    "both label classes in train and valid, and test rows.",
+    )(split_trainable)
+    return [sliced, split, gate]

@@ -291,3 +291,42 @@ def train_model(name: str, data: Interactions, params: Params | dict | None = No
     spec = CF_MODELS[name]
     p = params if isinstance(params, spec.params) else spec.params(**(params or {}))
     return spec.train(data, p, seed, log)
+
+
+def fit_domain(ws, domain: str, settings: dict, log: Callable[[str], None] | None = None) -> dict:
+    """Train every registered CF model on a domain's split (`ws`: models.workspace.Workspace;
+    `settings`: the config's `settings.cf`), save their vectors to cf/<model>.npz, score every test
+    row and candidate list into scores/cf.parquet, and return the metadata (paths as Path)."""
+    from models.data_prep import file_sha256
+    from models.workspace import write_scores
+
+    seed = int(settings.get("seed", 2023))
+    data = Interactions.from_split(ws.read_split(domain))
+    cands = ws.candidates(domain)
+    index = {it: k for k, it in enumerate(data.item_ids)}
+    cand_idx = np.array([[index[i] for i in row] for row in cands["candidates"]], dtype=np.int64)
+    test, valid = data.parts["test"], data.parts["valid"]
+    rows, md, artifacts = [], {}, {}
+    for name in CF_MODELS:
+        model = train_model(name, data, settings.get(name), seed=seed, log=log)
+        path = model.save(ws.cf_path(domain, name))
+        artifacts[name] = {"path": str(path), "sha256": file_sha256(path)}
+        test_scores = model.score(test["user"], test["item"])
+        cand_scores = np.einsum("nd,nkd->nk", model.user_factors[test["user"]], model.item_factors[cand_idx])
+        rows += [{"method": name, "row": r, "score": float(test_scores[r]), "candidate_scores": cand_scores[r].tolist()}
+                 for r in range(len(test_scores))]
+        md[f"{name}/valid_auc"] = round(metrics.auc(valid["label"], model.score(valid["user"], valid["item"])), 4)
+        md[f"{name}/fit_s"] = round(model.info["fit_s"], 2)
+        md[f"{name}/dim"] = int(model.user_factors.shape[1])
+        if "valid_auc_curve" in model.info:  # a model trained by epochs with early stopping
+            from models.report import plot_curve
+
+            md.update({f"{name}/best_epoch": model.info["best_epoch"], f"{name}/epochs_run": model.info["epochs_run"],
+                       f"{name}_valid_auc_plot": plot_curve(
+                           [h["valid_auc"] for h in model.info["valid_auc_curve"]], "epoch", "validation AUC",
+                           f"{name} on {domain}: best epoch {model.info['best_epoch']}",
+                           ws.domain(domain, "cf") / f"{name}_valid_auc.png")})
+    scores_path = ws.scores_path(domain, "cf")
+    digest = write_scores(scores_path, rows, ws.split_sha256(domain))
+    return {**md, "users": data.n_users, "items": data.n_items, "artifacts": artifacts, "scores_path": scores_path,
+            "scores_sha256": digest}

@@ -1,10 +1,15 @@
-"""Raw review files to CoLLM/RecCocktail splits in DuckDB: ingestion with quarantine, labels,
-domain slices, temporal splits with histories and warm/cold flags. No Dagster here."""
+"""Raw review files to CoLLM/RecCocktail splits in DuckDB: ingestion (files known by their bytes,
+not their names) with quarantine, labels, domain slices, temporal splits with histories and
+warm/cold flags. No Dagster here."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +54,183 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+# --- what a source file holds, told by its bytes: a name can lie (`ratings.parquet.brotli` is Parquet,
+# `ratings.csv.gz` may be plain text) ----------------------------------------------------------
+
+_HEAD = 1 << 16  # bytes looked at to tell text from binary data
+_MAGIC = ((b"PAR1", "parquet"), (b"\x1f\x8b", "gzip"), (b"\x28\xb5\x2f\xfd", "zstd"),
+          (b"PK\x03\x04", "zip"), (b"PK\x05\x06", "zip"), (b"\xfd7zXZ\x00", "xz"))
+_NOUNS = {"text": ("", "text"), "binary": ("", "binary data (not text)"), "parquet": ("a ", "Parquet file"),
+          "zip": ("a ", "ZIP archive"), "bzip2": ("a ", "bzip2 archive"), "xz": ("an ", "xz archive"),
+          "gzip": ("a ", "gzip stream"), "zstd": ("a ", "zstd stream")}
+
+
+@dataclass(frozen=True)
+class FileContent:
+    """What a source file holds: `kind` of its (decompressed) bytes (text, parquet, zip, bzip2, xz,
+    gzip, zstd or binary), the `compression` the reader must undo (none, gzip or zstd), its sha256,
+    and what is wrong with a compressed stream that does not decompress to its end."""
+
+    kind: str
+    compression: str
+    sha256: str
+    damage: str | None = None
+
+    def describe(self) -> str:
+        if self.damage:
+            return f"a {self.compression} stream that {self.damage}"
+        article, noun = _NOUNS[self.kind]
+        if self.compression == "none":
+            return article + noun
+        # the article now goes with the compression: "an xz archive", "a gzip-compressed xz archive"
+        return f"{'a ' if article else ''}{self.compression}-compressed {noun}"
+
+    def as_metadata(self) -> dict[str, str]:
+        return {"sha256": self.sha256, "kind": self.kind, "compression": self.compression}
+
+
+def _kind(head: bytes, encoding: str, parquet_footer: bool) -> str:
+    for magic, kind in _MAGIC:
+        # a CSV whose first column is named PAR1... stays text: real Parquet has its footer, or
+        # (truncated) binary bytes after the magic
+        if head.startswith(magic) and (kind != "parquet" or parquet_footer or b"\0" in head):
+            return kind
+    if head[:3] == b"BZh" and head[4:10] == b"1AY&SY":
+        return "bzip2"
+    # NUL bytes mean binary data, except in UTF-16, where every ASCII character has one
+    if b"\0" in head and not encoding.lower().replace("_", "-").startswith("utf-16"):
+        return "binary"
+    return "text"
+
+
+class _HashingReader(io.RawIOBase):
+    """A file that hashes the bytes read from it, so one pass both decompresses and hashes it; it
+    keeps its own OS errors (transient: retried) apart from the decompressor's (the bytes: not)."""
+
+    def __init__(self, f: io.BufferedReader) -> None:
+        self._f = f
+        self.sha = hashlib.sha256()
+        self.os_error: OSError | None = None
+
+    def hash_rest(self) -> str:
+        """The sha256 of the whole file, reading what the decompressor left (after an error)."""
+        for block in iter(lambda: self._f.read(1 << 20), b""):
+            self.sha.update(block)
+        return self.sha.hexdigest()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        try:
+            n = self._f.readinto(buffer)
+        except OSError as exc:
+            self.os_error = exc
+            raise
+        self.sha.update(memoryview(buffer)[:n])
+        return n
+
+
+def inspect_file(path: Path, encoding: str = "utf-8") -> FileContent:
+    """Tell what `path` holds from its bytes (never its name) and hash it. A gzip or zstd file is
+    decompressed to its end in the same pass: DuckDB reads a truncated stream without a word, so
+    only this pass notices that rows are missing."""
+    with open(path, "rb") as f:
+        head = f.read(_HEAD)
+        f.seek(max(0, os.fstat(f.fileno()).st_size - 4))
+        footer = f.read(4) == b"PAR1"
+    outer = _kind(head, encoding, footer)
+    if outer not in ("gzip", "zstd"):
+        return FileContent(outer, "none", file_sha256(path))
+    import pyarrow as pa  # only compressed files need it
+
+    first, damage = b"", None
+    with open(path, "rb") as f:
+        reader = _HashingReader(f)
+        try:
+            with pa.CompressedInputStream(pa.PythonFile(reader, mode="r"), outer) as stream:
+                first = stream.read(_HEAD)
+                while stream.read(1 << 20):
+                    pass
+        except (OSError, pa.ArrowException) as exc:
+            if reader.os_error is not None:
+                raise reader.os_error from None
+            damage = ("ends early (the file is truncated)" if "truncated" in str(exc).lower()
+                      else f"does not decompress ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
+        sha256 = reader.hash_rest()
+    return FileContent(_kind(first, encoding, False), outer, sha256, damage)
+
+
+def _cannot_read(ds: DatasetConfig, path: Path, found: str) -> ConfigError:
+    """The one line a file the format cannot read gives: the file, what was expected, what is in it."""
+    fmt = FORMATS[ds.format]
+    return ConfigError(f"{path.name}: datasets.{ds.name} (format {ds.format}) expects {fmt.expects}, "
+                       f"found {found}".replace("\n", " "))
+
+
+def _check_readable(ds: DatasetConfig, path: Path, content: FileContent) -> None:
+    """Raise the one-line ConfigError when the dataset's format cannot read what the file holds."""
+    table = FORMATS[ds.format].reader == "table"
+    if not content.damage and (content.kind == "text" or
+                               (table and content.kind == "parquet" and content.compression == "none")):
+        return
+    if content.damage:
+        hint = "fetch or copy it again"
+    elif content.kind == "parquet":
+        hint = ("decompress it: Parquet compresses inside the file" if content.compression != "none" else
+                f"Parquet is read by format table (set datasets.{ds.name}.format and fields)")
+    elif content.kind == "zip":
+        hint = f"unzip it and point datasets.{ds.name} at the file inside"
+    elif content.kind in ("bzip2", "xz", "gzip", "zstd"):
+        hint = "decompress it, or compress it once with gzip or zstd"
+    else:
+        hint = f"check that this is the right file and datasets.{ds.name}.encoding"
+    raise _cannot_read(ds, path, f"{content.describe()}; {hint}")
+
+
+# DuckDB's IO errors that the same bytes would repeat (matched with quoted file names removed);
+# other IO errors (a lost mount, a full disk) stay transient and are retried
+_CONTENT_IO_ERROR = re.compile(r"gzip|zstd|compress|parquet|magic|corrupt", re.IGNORECASE)
+_QUOTED = re.compile(r""""[^"]*"|'[^']*'""")
+
+
+def _read_failure(ds: DatasetConfig, content: FileContent, exc: duckdb.Error) -> str:
+    """What DuckDB's multi-line read error says about the file, in one line and without its internals."""
+    text = str(exc)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    reason = next((re.sub(r"^[A-Za-z ]*Error: ", "", ln) for ln in lines
+                   if not re.search(r"Error on Line: \d+$|^Original Line:|^LINE \d+:", ln)), type(exc).__name__)
+    on_line = re.search(r"Error on Line: (\d+)", text)
+    where = f" on line {on_line.group(1)}" if on_line else ""
+    if "Invalid unicode" in text:
+        return (f"bytes that are not {_encoding(ds)} text{where}; set datasets.{ds.name}.encoding "
+                f"(utf-8, latin-1 or utf-16)")
+    if "Maximum line size" in text:
+        return f"a line longer than 16 MiB{where}"
+    if "Error when sniffing file" in text:
+        delim = ds.delimiter or FORMATS[ds.format].delim
+        return (f"{content.describe()} that does not split into {delim!r}-separated columns; "
+                f"check datasets.{ds.name}.delimiter and encoding")
+    if content.kind == "parquet":
+        if "No magic bytes found at end of file" in text:
+            return "a Parquet file without its footer (truncated); fetch or copy it again"
+        return f"a damaged Parquet file ({reason[:200]})"
+    return f"{content.describe()} it could not read ({reason[:200]}{where})"
+
+
+@contextmanager
+def _reading(ds: DatasetConfig, path: Path, content: FileContent) -> Iterator[None]:
+    """Turn DuckDB's error for a file it cannot read into the one-line ConfigError (no traceback
+    chained: the message says all there is). Bad lines of a readable file never get here: they
+    are rows of src_rejects or src_lines, quarantined later."""
+    try:
+        yield
+    except (duckdb.InvalidInputException, duckdb.ConversionException, duckdb.IOException) as exc:
+        if isinstance(exc, duckdb.IOException) and not _CONTENT_IO_ERROR.search(_QUOTED.sub("", str(exc))):
+            raise
+        raise _cannot_read(ds, path, _read_failure(ds, content, exc)) from None
+
+
 def fresh_dir(final: Path) -> Path:
     """An empty folder beside `final` to write into before `replace_dir` moves it into place."""
     import shutil
@@ -80,9 +262,6 @@ def replace_dir(tmp: Path, final: Path) -> Path:
 class SourceFiles:
     interactions: Path
     items: Path
-
-    def hashes(self) -> dict[str, str]:
-        return {str(p): file_sha256(p) for p in {self.interactions, self.items}}
 
 
 def _resolve(location: Path, pattern: str, exclude_prefix: str | None, what: str, dataset: str) -> Path:
@@ -131,14 +310,27 @@ def _timestamp_unit(ds: DatasetConfig) -> str:
     return ds.timestamp_unit or FORMATS[ds.format].timestamp_unit
 
 
-def _read_table(con: duckdb.DuckDBPyConnection, ds: DatasetConfig, path: Path) -> list[str]:
+def _inspect(ds: DatasetConfig, path: Path) -> FileContent:
+    """What a source file holds; a file the dataset's format cannot read is a ConfigError here."""
+    content = inspect_file(path, _encoding(ds))
+    _check_readable(ds, path, content)
+    return content
+
+
+def _read_lines(con: duckdb.DuckDBPyConnection, ds: DatasetConfig, path: Path, content: FileContent) -> None:
+    with _reading(ds, path, content):
+        sql.run(con, "read_lines", path=str(path), encoding=_encoding(ds), compression=content.compression)
+
+
+def _read_table(con: duckdb.DuckDBPyConnection, ds: DatasetConfig, path: Path, content: FileContent) -> list[str]:
     """Load a tabular file into temp table `src` (all VARCHAR); return its column names."""
-    if path.suffix == ".parquet":
-        sql.run(con, "read_parquet_rows", path=str(path))
-    else:
-        fmt = FORMATS[ds.format]
-        sql.run(con, "read_csv_rows", path=str(path), delim=ds.delimiter or fmt.delim,
-                quote=fmt.quote, encoding=_encoding(ds))
+    with _reading(ds, path, content):
+        if content.kind == "parquet":
+            sql.run(con, "read_parquet_rows", path=str(path))
+        else:
+            fmt = FORMATS[ds.format]
+            sql.run(con, "read_csv_rows", path=str(path), delim=ds.delimiter or fmt.delim,
+                    quote=fmt.quote, encoding=_encoding(ds), compression=content.compression)
     cols = [r[0] for r in con.execute("DESCRIBE src").fetchall() if r[0] != "source_row"]
     if FORMATS[ds.format].typed_headers:  # RecBole headers are typed: "rating:float"
         for c in cols:
@@ -167,29 +359,31 @@ def _project(con: duckdb.DuckDBPyConnection, ds: DatasetConfig, path: Path,
     con.execute(f"CREATE OR REPLACE TEMP TABLE src AS SELECT {', '.join(parts)}, source_row FROM src")
 
 
-def _stage_interactions(con: duckdb.DuckDBPyConnection, ds: DatasetConfig, path: Path, source_file: str) -> None:
+def _stage_interactions(con: duckdb.DuckDBPyConnection, ds: DatasetConfig, path: Path, source_file: str,
+                        content: FileContent) -> None:
     """Fill temp table stage_interactions from one interaction file in the dataset's format."""
     if FORMATS[ds.format].reader == "lines":
-        sql.run(con, "read_lines", path=str(path), encoding=_encoding(ds))
+        _read_lines(con, ds, path, content)
         sql.run(con, f"stage_{ds.format}", source_file=source_file)
         return
     f = _fields(ds)
-    cols = _read_table(con, ds, path)
+    cols = _read_table(con, ds, path, content)
     _project(con, ds, path, cols,
              {"user_id": f.get("user"), "item_id": f.get("item"), "rating": f.get("rating"),
               "ts": f.get("timestamp")}, required={"user_id", "item_id", "ts"})
     sql.run(con, "stage_table", source_file=source_file)
 
 
-def _stage(con: duckdb.DuckDBPyConnection, ds: DatasetConfig, files: SourceFiles) -> None:
+def _stage(con: duckdb.DuckDBPyConnection, ds: DatasetConfig, files: SourceFiles,
+           contents: dict[Path, FileContent]) -> None:
     """Fill temp tables stage_interactions and stage_items from the dataset's files."""
-    _stage_interactions(con, ds, files.interactions, files.interactions.name)
+    _stage_interactions(con, ds, files.interactions, files.interactions.name, contents[files.interactions])
     if FORMATS[ds.format].reader == "lines":
-        sql.run(con, "read_lines", path=str(files.items), encoding=_encoding(ds))
+        _read_lines(con, ds, files.items, contents[files.items])
         sql.run(con, f"stage_{ds.format}_items", source_file=files.items.name)
         return
     f = _fields(ds)
-    cols = _read_table(con, ds, files.items)
+    cols = _read_table(con, ds, files.items, contents[files.items])
     item_key = f.get("item_id") if files.items != files.interactions else f.get("item")
     _project(con, ds, files.items, cols,
              {"item_id": item_key, "title": f.get("title"), "year": f.get("year"),
@@ -214,6 +408,8 @@ class IngestReport:
     items_loaded: int
     quarantined: dict[str, int]  # "interaction:reason" / "item:reason" -> count
     duplicate_items_collapsed: int
+    # path -> what its bytes were found to hold: {"sha256", "kind", "compression"} (FileContent)
+    contents: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def quarantined_interactions(self) -> int:
@@ -226,7 +422,9 @@ def ingest_dataset(con: duckdb.DuckDBPyConnection, ds: DatasetConfig) -> IngestR
     Parsing happens in temp tables; the swap of the dataset's rows is one transaction, so a crash
     at any point leaves the warehouse as it was."""
     files = source_files(ds)
-    _stage(con, ds, files)
+    # every file is checked before any is read: a bad item file fails before minutes of parsing
+    contents = {p: _inspect(ds, p) for p in dict.fromkeys((files.interactions, files.items))}
+    _stage(con, ds, files, contents)
     _validate_interactions(con, ds)
     sql.run(con, "validate_items")
     con.execute("BEGIN TRANSACTION")
@@ -246,13 +444,14 @@ def ingest_dataset(con: duckdb.DuckDBPyConnection, ds: DatasetConfig) -> IngestR
     loaded_it = con.execute("SELECT count(*) FROM raw_items WHERE dataset = $d", {"d": ds.name}).fetchone()[0]
     return IngestReport(
         dataset=ds.name,
-        files=files.hashes(),
+        files={str(p): c.sha256 for p, c in contents.items()},
         interaction_rows_read=n_inter,
         item_rows_read=n_items,
         interactions_loaded=loaded_i,
         items_loaded=loaded_it,
         quarantined=q,
         duplicate_items_collapsed=good_items - loaded_it,
+        contents={str(p): c.as_metadata() for p, c in contents.items()},
     )
 
 
@@ -303,6 +502,7 @@ class LandedReport:
     rows_loaded: int = 0
     quarantined: dict[str, int] = field(default_factory=dict)
     touched_domains: list[str] = field(default_factory=list)
+    content: dict[str, str] = field(default_factory=dict)  # FileContent.as_metadata()
 
 
 def _record_landed(con: duckdb.DuckDBPyConnection, rep: LandedReport) -> None:
@@ -320,14 +520,16 @@ def ingest_landed(con: duckdb.DuckDBPyConnection, cfg: ProjectConfig, dataset: s
     and the landed_files record are one transaction: a crash leaves the warehouse as it was, and
     content seen before (the same file dropped twice, or renamed) is skipped."""
     ds = cfg.datasets[dataset]
-    digest = sha256 or file_sha256(path)
-    if sha256 is not None and file_sha256(path) != sha256:
+    content = inspect_file(path, _encoding(ds))  # hashes the file too
+    digest = content.sha256
+    if sha256 is not None and digest != sha256:
         raise ConfigError(f"{path} changed since the sensor saw it (sha256 differs); it will be picked up again")
     seen = con.execute("SELECT file_name FROM landed_files WHERE sha256 = $h", {"h": digest}).fetchone()
-    rep = LandedReport(dataset, path.name, digest, seen[0] if seen else None)
+    rep = LandedReport(dataset, path.name, digest, seen[0] if seen else None, content=content.as_metadata())
     if seen:
         return rep
-    _stage_interactions(con, ds, path, LANDING_PREFIX + path.name)
+    _check_readable(ds, path, content)
+    _stage_interactions(con, ds, path, LANDING_PREFIX + path.name, content)
     _validate_interactions(con, ds)
     rep.rows_read = con.execute("SELECT count(*) FROM checked_interactions").fetchone()[0]
     rep.rows_loaded = con.execute("SELECT count(*) FROM checked_interactions WHERE reason IS NULL").fetchone()[0]

@@ -15,7 +15,8 @@ class IngestFormat:
     # default file names (or globs) inside the dataset's source folder: `interactions`, `items`
     files: dict[str, str] = field(default_factory=dict)
     # "lines": every line read as text and parsed in sql/stage_<name>.sql (a corrupted line becomes a
-    # quarantined row); "table": a CSV or Parquet file mapped to the canonical columns by `fields`
+    # quarantined row); "table": a CSV or Parquet file (told apart by their first bytes, not their names)
+    # mapped to the canonical columns by `fields`
     reader: str = "table"
     # canonical column -> the file's column name (table formats): user, item, rating, timestamp,
     # item_id, title, year, categories
@@ -28,12 +29,20 @@ class IngestFormat:
     meta_prefix: str | None = None
     # RecBole writes typed headers ("rating:float"); the type suffix is dropped from column names
     typed_headers: bool = False
+    # what the text files hold, in words, for the error that a file the format cannot read gives
+    text: str = "CSV"
+
+    @property
+    def expects(self) -> str:
+        """What this format can read, in words: text (plain or compressed), and Parquet for a table reader."""
+        text = f"{self.text} (plain, gzip or zstd)"
+        return text if self.reader == "lines" else f"{text} or Parquet"
 
 
 FORMATS: dict[str, IngestFormat] = {f.name: f for f in (
     IngestFormat("movielens_dat", "MovieLens `ratings.dat` / `movies.dat`: `::`-separated, latin-1, genres split on `|`",
                  files={"interactions": "ratings.dat*", "items": "movies.dat*"}, reader="lines",
-                 encoding="latin-1"),
+                 encoding="latin-1", text="'::'-separated lines"),
     IngestFormat("movielens_csv", "MovieLens `ratings.csv` / `movies.csv` (`userId,movieId,rating,timestamp`; "
                  "`movieId,title,genres`)",
                  files={"interactions": "ratings.csv*", "items": "movies.csv*"},
@@ -44,14 +53,15 @@ FORMATS: dict[str, IngestFormat] = {f.name: f for f in (
                  files={"interactions": "*.inter*", "items": "*.item*"},
                  fields={"user": "user_id", "item": "item_id", "rating": "rating", "timestamp": "timestamp",
                          "item_id": "item_id", "title": "title"},
-                 delim="\t", quote="", typed_headers=True),
+                 delim="\t", quote="", typed_headers=True, text="tab-separated text"),
     IngestFormat("amazon2018", "Amazon Reviews 2018: JSON lines `reviewerID, asin, overall, unixReviewTime`; "
                  "meta `asin, title, category`",
-                 files={"interactions": "*.json*", "items": "meta_*.json*"}, reader="lines", meta_prefix="meta_"),
+                 files={"interactions": "*.json*", "items": "meta_*.json*"}, reader="lines", meta_prefix="meta_",
+                 text="JSON lines"),
     IngestFormat("amazon2023", "Amazon Reviews 2023: JSON lines keyed by `parent_asin`, `timestamp` in ms; "
                  "meta `main_category` + `categories`",
                  files={"interactions": "*.jsonl*", "items": "meta_*.jsonl*"}, reader="lines", meta_prefix="meta_",
-                 timestamp_unit="ms"),
+                 timestamp_unit="ms", text="JSON lines"),
     IngestFormat("table", "generic CSV or Parquet with a column mapping (`fields`); without `items` the titles come "
                  "from the interaction file; without `rating` every row is a positive",
                  fields={"user": "user_id", "item": "item_id", "rating": "rating", "timestamp": "timestamp",

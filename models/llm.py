@@ -4,10 +4,11 @@ randomly initialised Llama with the SmolLM2 tokenizer for fast tests. No Dagster
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -71,28 +72,35 @@ def convert_embedded(models_dir: Path) -> Path:
     return _publish(tmp, final)
 
 
-def make_smoke_model(models_dir: Path, seed: int = 0) -> Path:
-    """A 2-layer, 64-wide Llama with random weights and SmolLM2's tokenizer (same vocabulary, so
-    prompts and Yes/No ids are real); for tests that need an LLM in seconds."""
+def make_tiny_model(final: Path, hidden_size: int = 64, layers: int = 2, seed: int = 0) -> Path:
+    """A small Llama with random weights and SmolLM2's tokenizer (same vocabulary, so prompts and
+    Yes/No ids are real), saved as a Hugging Face model folder; for tests that need an LLM in seconds."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    final = models_dir / SMOKE
+    final = Path(final)
     if (final / "conversion.json").exists():
         return final
     src = gguf_path()
     tokenizer = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=2048, tie_word_embeddings=True,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     model = LlamaForCausalLM(config)
-    tmp = models_dir / f".{SMOKE}.tmp-{os.getpid()}"
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    (tmp / "conversion.json").write_text(json.dumps({"source": "random init", "seed": seed,
-                                                     "weights_sha256": _sha256(tmp / "model.safetensors")}))
+    (tmp / "conversion.json").write_text(json.dumps({
+        "source": "random init", "seed": seed, "hidden_size": hidden_size, "layers": layers,
+        "weights_sha256": _sha256(tmp / "model.safetensors")}))
     return _publish(tmp, final)
+
+
+def make_smoke_model(models_dir: Path, seed: int = 0) -> Path:
+    """The smoke profile's model: a 2-layer, 64-wide random Llama with SmolLM2's tokenizer."""
+    return make_tiny_model(models_dir / SMOKE, 64, 2, seed)
 
 
 def resolve_model_path(setting: str, models_dir: Path) -> Path:
@@ -111,6 +119,58 @@ def resolve_model_path(setting: str, models_dir: Path) -> Path:
     return path
 
 
+def _cached_sha256(path: Path, cache_file: Path | None) -> str:
+    """sha256 of a (possibly large) weights file, remembered by path, size and mtime in `cache_file`."""
+    st = path.stat()
+    key = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    cache = {}
+    if cache_file is not None and cache_file.exists():
+        try:
+            cache = json.loads(cache_file.read_text())
+        except json.JSONDecodeError:
+            cache = {}
+    if key not in cache:
+        cache[key] = _sha256(path)
+        if cache_file is not None:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_file.with_name(f"{cache_file.name}.tmp-{os.getpid()}")
+            tmp.write_text(json.dumps(cache, indent=1))
+            os.replace(tmp, cache_file)
+    return cache[key]
+
+
+HASH_CACHE = ".weights_sha256.json"  # in the models folder: sha256 of weight files by path, size and mtime
+
+
+def model_identity(setting: str, models_dir: Path) -> dict:
+    """The model setting resolved to what decides results: its name, its folder and the sha256 of its
+    weights, without loading or converting it (so building the Dagster definitions stays cheap).
+    The embedded model is known by its GGUF source (its conversion is deterministic); the smoke
+    model by the recipe that generates it; any other folder by its weight files and config."""
+    if setting == EMBEDDED:
+        src = gguf_path()
+        return {"name": EMBEDDED, "path": str(models_dir / EMBEDDED), "source": src.name,
+                "weights_sha256": _cached_sha256(src, models_dir / HASH_CACHE)}
+    if setting == SMOKE:
+        return {"name": SMOKE, "path": str(models_dir / SMOKE),
+                "weights_sha256": "recipe:" + json.dumps({"hidden_size": 64, "layers": 2, "seed": 0})}
+    path = resolve_model_path(setting, models_dir)  # a folder with a config.json, or a clear error
+    return {"name": path.name, "path": str(path.resolve()), "weights_sha256": _folder_weights_sha256(path),
+            "config_sha256": _sha256(path / "config.json")}
+
+
+def _folder_weights_sha256(path: Path) -> str:
+    """conversion.json's record when we wrote the folder, else the (cached) sha256 of its weight files."""
+    record = path / "conversion.json"
+    if record.exists():
+        sha = json.loads(record.read_text()).get("weights_sha256")
+        if sha:
+            return sha
+    weights = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".pt"))
+    shas = [_cached_sha256(w, path.parent / HASH_CACHE) for w in weights]
+    return shas[0] if len(shas) == 1 else hashlib.sha256(":".join(shas).encode()).hexdigest()
+
+
 @dataclass
 class LoadedLLM:
     model: torch.nn.Module
@@ -120,6 +180,9 @@ class LoadedLLM:
     yes_id: int
     no_id: int
     path: Path
+    # what the weights in memory are: the loaded folder's weights hash, plus whatever was folded in
+    # since (adapters and their mixing weights); checkpoint and lineage fingerprints read it
+    identity: dict = field(default_factory=dict)
 
 
 def answer_token_ids(tokenizer) -> tuple[int, int]:
@@ -153,4 +216,5 @@ def load(path: Path, device: str = "auto", threads: int = 0) -> LoadedLLM:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype).to(dev).eval()
     yes_id, no_id = answer_token_ids(tokenizer)
-    return LoadedLLM(model, tokenizer, dev, dtype, yes_id, no_id, Path(path))
+    return LoadedLLM(model, tokenizer, dev, dtype, yes_id, no_id, Path(path),
+                     {"weights_sha256": _folder_weights_sha256(Path(path))})

@@ -23,6 +23,7 @@ import json
 import math
 import os
 import random
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -32,8 +33,11 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 import torch.distributed as dist
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
-from models import data_prep, metrics
+from models import data_prep, fingerprint, metrics
+from models.config import Strict
+from models.progress import Progress
 from models.llm import LoadedLLM, load
 
 
@@ -41,26 +45,37 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
-@dataclass
-class TrainConfig:
-    lr: float = 1e-3
-    warmup_steps: int = 200
-    warmup_start_lr: float = 1e-5
-    min_lr: float = 8e-5
-    weight_decay: float = 1e-3
-    betas: tuple[float, float] = (0.9, 0.999)
-    batch_size: int = 16  # prompts per optimiser step (across processes and accumulation)
-    grad_accum: int = 1
-    max_steps: int = 1000
-    eval_every: int = 50
-    patience: int = 20  # evaluations without improvement
-    checkpoint_every: int = 50
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
-    length_group: int = 32  # batches per length-sorted pool; 1 = plain shuffled batches
-    seed: int = 2023
+class TrainConfig(Strict):
+    """Every setting of one training run (PROTOCOLS section 3 where the paper gives one). A
+    profile's `train` section is exactly this; all of it goes into the checkpoint fingerprint."""
+
+    lr: PositiveFloat = Field(1e-3, description="peak learning rate (AdamW)")
+    warmup_steps: NonNegativeInt = Field(200, description="linear warm-up steps from `warmup_start_lr` to `lr`")
+    warmup_start_lr: PositiveFloat = Field(1e-5, description="learning rate at step 0")
+    min_lr: PositiveFloat = Field(8e-5, description="cosine floor reached at `max_steps`")
+    weight_decay: NonNegativeFloat = Field(1e-3, description="AdamW weight decay (none on biases and norms)")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
+    batch_size: PositiveInt = Field(16, description="prompts per optimiser step, across processes and accumulation")
+    grad_accum: PositiveInt = Field(1, description="micro-batches per optimiser step")
+    max_steps: PositiveInt = Field(1000, description="optimiser steps at most")
+    eval_every: PositiveInt = Field(50, description="steps between validation AUCs (CoLLM's 'epoch' of 50 iterations)")
+    patience: PositiveInt = Field(20, description="evaluations without improvement before early stop")
+    checkpoint_every: PositiveInt = Field(50, description="steps between resumable checkpoints")
+    lora_r: PositiveInt = Field(8, description="LoRA rank")
+    lora_alpha: PositiveInt = Field(16, description="LoRA alpha (scale alpha / r)")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout")
+    target_modules: tuple[str, ...] = Field(("q_proj", "v_proj"), min_length=1,
+                                            description="names of the linear modules LoRA wraps")
+    length_group: PositiveInt = Field(32, description="batches per length-sorted pool; 1 = plain shuffled batches")
+    seed: int = Field(2023, description="seed of LoRA init, batch order and dropout")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TrainConfig":
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr {self.min_lr} is above lr {self.lr}")
+        if self.batch_size % self.grad_accum:
+            raise ValueError(f"batch_size {self.batch_size} must be a multiple of grad_accum {self.grad_accum}")
+        return self
 
 
 @dataclass
@@ -71,6 +86,10 @@ class TrainResult:
     stopped: str
     tokens_per_s: float
     history: list[dict] = field(default_factory=list)
+    steps_run: int = 0  # optimiser steps run by this call (0 when the finished adapter was reused)
+    resumed_from: int | None = None  # the checkpoint step this call continued from
+    reused: bool = False  # the finished adapter of an identical run was returned without training
+    fingerprint: str = ""
 
 
 def lr_at(step: int, c: TrainConfig) -> float:
@@ -167,13 +186,22 @@ def _trainable_state(head: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in head.named_parameters() if v.requires_grad}
 
 
-def _save_checkpoint(path: Path, head: torch.nn.Module, opt, state: dict) -> None:
-    """Everything a new process needs to continue exactly; written beside, then renamed."""
+def _save_checkpoint(path: Path, head: torch.nn.Module, opt, state: dict, fingerprint: str) -> None:
+    """Everything a new process needs to continue exactly, and the fingerprint of the run that may
+    continue it; written beside, then renamed."""
     tmp = data_prep.fresh_dir(path)
     torch.save({"trainable": _trainable_state(head), "optimizer": opt.state_dict(), "state": state,
+                "fingerprint": fingerprint,
                 "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}},
                tmp / "checkpoint.pt")
     data_prep.replace_dir(tmp, path)
+
+
+def _checkpoint_fingerprint(path: Path) -> str | None:
+    try:
+        return torch.load(path / "checkpoint.pt", weights_only=False, map_location="cpu").get("fingerprint")
+    except (FileNotFoundError, RuntimeError, EOFError):
+        return None
 
 
 def _load_checkpoint(path: Path, head: torch.nn.Module, opt) -> dict:
@@ -189,45 +217,106 @@ def _load_checkpoint(path: Path, head: torch.nn.Module, opt) -> dict:
     return ck["state"]
 
 
+FINISHED = "finished.json"  # beside the adapter: the fingerprint and result of the run that wrote it
+
+
+def run_fingerprint(llm: LoadedLLM, c: TrainConfig, train_ids: Sequence[list[int]], train_labels,
+                    valid_ids: Sequence[list[int]], valid_labels, identity: dict | None = None,
+                    head: torch.nn.Module | None = None) -> str:
+    """What decides the trained adapter: the model's weights (and whatever was folded into them), the
+    training and validation prompts with their labels, every training setting, and the code (this
+    module and the head's)."""
+    code = [sys.modules[__name__]] + ([sys.modules[type(head).__module__]] if head is not None else [])
+    return fingerprint.digest({
+        "model": llm.identity, "head": identity or {"kind": "lora_yes_logit"}, "settings": c.model_dump(mode="json"),
+        "train": fingerprint.data_digest(train_ids, train_labels),
+        "valid": fingerprint.data_digest(valid_ids, valid_labels), "code": fingerprint.code_digest(*code)})
+
+
+def finished_result(out_dir: Path, fp: str) -> TrainResult | None:
+    """The result of a finished run with this fingerprint whose adapter is still intact, else None."""
+    record = fingerprint.read_json(Path(out_dir) / FINISHED)
+    if not record or record.get("fingerprint") != fp:
+        return None
+    adapter = Path(out_dir) / "adapter"
+    if not adapter.is_dir() or fingerprint.folder_digest(adapter) != record.get("adapter_digest"):
+        return None
+    return TrainResult(**{**record["result"], "steps_run": 0, "resumed_from": None, "reused": True, "fingerprint": fp})
+
+
+def _open_checkpoint(ckpt: Path, fp: str, log: Callable[[str], None]) -> bool:
+    """True when `ckpt` belongs to this run and can be resumed; any other is set aside."""
+    if not ckpt.exists():
+        return False
+    theirs = _checkpoint_fingerprint(ckpt)
+    if theirs == fp:
+        return True
+    aside = ckpt.with_name(ckpt.name + ".set-aside")
+    if aside.exists():
+        shutil.rmtree(aside)
+    ckpt.rename(aside)
+    log(f"set aside {ckpt} as {aside.name}: it was written by a run with other inputs (fingerprint "
+        f"{(theirs or 'none')[:12]}, this run {fp[:12]}: model, data, settings or code differ); training from step 0")
+    return False
+
+
 def train(llm: LoadedLLM, train_prompts: Sequence[str] | Sequence[list[int]], train_labels: np.ndarray,
           valid_prompts: Sequence[str] | Sequence[list[int]], valid_labels: np.ndarray, out_dir: Path, c: TrainConfig,
-          log: Callable[[str], None] = print, head: torch.nn.Module | None = None) -> TrainResult:
+          log: Callable[[str], None] = print, head: torch.nn.Module | None = None,
+          identity: dict | None = None) -> TrainResult:
     """Train a LoRA adapter on the Yes logit; the best one is saved in PEFT format under out_dir/adapter.
 
     `head` swaps in another trainable module with the same contract (forward(input_ids,
     attention_mask) -> Yes logits, save_pretrained(folder), its trainable parameters the ones with
-    requires_grad): CoLLM's CIE uses this. Prompts may be text or token id lists."""
+    requires_grad): CoLLM's CIE uses this, and describes it in `identity`. Prompts may be text or
+    token id lists.
+
+    A checkpoint is resumed only by a run with the same fingerprint (`run_fingerprint`); any other
+    is set aside. When a finished run with the same fingerprint left its adapter intact, it is
+    returned as it is (`reused`) instead of training again."""
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    out_dir = Path(out_dir)
+    n = len(train_prompts)
+    if n < c.batch_size:
+        raise ValueError(f"{n} training prompts are fewer than one batch of {c.batch_size}")
+    micro = c.batch_size // (c.grad_accum * world)
+    if micro < 1 or micro * c.grad_accum * world != c.batch_size:
+        raise ValueError(f"batch_size {c.batch_size} must split evenly over grad_accum {c.grad_accum} x {world} processes")
+    train_ids, valid_ids = token_ids(llm, train_prompts), token_ids(llm, valid_prompts)
+    fp = run_fingerprint(llm, c, train_ids, train_labels, valid_ids, valid_labels, identity, head)
+    done = finished_result(out_dir, fp)
+    if done is not None:
+        log(f"reusing the finished adapter in {out_dir / 'adapter'}: a run with the same model, data, settings "
+            f"and code (fingerprint {fp[:12]}) trained it for {done.steps} steps")
+        return done
+    if rank == 0:
+        (out_dir / FINISHED).unlink(missing_ok=True)
     torch.manual_seed(c.seed)
     random.seed(c.seed)
     np.random.seed(c.seed)
     if head is None:
         head = YesLogit(add_lora(llm, c), llm.yes_id)
     head.train()
-    named = [(n, p) for n, p in head.named_parameters() if p.requires_grad]
-    decay = [p for n, p in named if p.ndim >= 2]
-    no_decay = [p for n, p in named if p.ndim < 2]
+    named = [(n_, p) for n_, p in head.named_parameters() if p.requires_grad]
+    decay = [p for n_, p in named if p.ndim >= 2]
+    no_decay = [p for n_, p in named if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": c.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=c.lr, betas=c.betas)
     net = torch.nn.parallel.DistributedDataParallel(head) if distributed else head
     ckpt = out_dir / "checkpoint"
     state = {"step": 0, "best_auc": -1.0, "best_step": -1, "bad_evals": 0, "history": [], "tokens": 0}
-    if ckpt.exists():
+    resumed_from = None
+    if _open_checkpoint(ckpt, fp, log if rank == 0 else (lambda s: None)):
         state = _load_checkpoint(ckpt, head, opt)
-        log(f"resumed from {ckpt} at step {state['step']}")
-    saved_step = state["step"] if ckpt.exists() else None
+        resumed_from = state["step"]
+        log(f"resumed from {ckpt} at step {state['step']} (same fingerprint {fp[:12]})")
+    saved_step = state["step"] if resumed_from is not None else None
     labels_t = torch.tensor(np.asarray(train_labels, dtype=np.float32))
-    n = len(train_prompts)
-    if n < c.batch_size:
-        raise ValueError(f"{n} training prompts are fewer than one batch of {c.batch_size}")
-    train_ids, valid_ids = token_ids(llm, train_prompts), token_ids(llm, valid_prompts)
     lengths = np.array([len(t) for t in train_ids])
     per_epoch = n // c.batch_size
-    micro = c.batch_size // (c.grad_accum * world)
-    if micro < 1 or micro * c.grad_accum * world != c.batch_size:
-        raise ValueError(f"batch_size {c.batch_size} must split evenly over grad_accum {c.grad_accum} x {world} processes")
-    stopped, tokens0, train_s, batches, batches_epoch = "max_steps", state["tokens"], 0.0, None, -1
+    stopped, tokens0, step0, train_s, batches, batches_epoch = "max_steps", state["tokens"], state["step"], 0.0, None, -1
+    progress = Progress(f"training {out_dir.name}", c.max_steps, log, unit="steps", start=step0)
     while state["step"] < c.max_steps:
         step = state["step"]
         t_step = time.perf_counter()
@@ -260,16 +349,15 @@ def train(llm: LoadedLLM, train_prompts: Sequence[str] | Sequence[list[int]], tr
         opt.step()
         train_s += time.perf_counter() - t_step
         state["step"] = step = step + 1
+        rate = (state["tokens"] - tokens0) / max(1e-9, train_s)
         if rank == 0 and step % max(1, c.eval_every // 5) == 0:
-            rate = (state["tokens"] - tokens0) / max(1e-9, train_s)
-            log(f"step {step}/{c.max_steps}: loss {total:.4f}, lr {lr_at(step - 1, c):.2e}, {rate:.0f} tokens/s")
+            progress.update(step, f"loss {total:.4f}, lr {lr_at(step - 1, c):.2e}, {rate:.0f} tokens/s", force=True)
         if step % c.eval_every == 0 or step == c.max_steps:
             if rank == 0:
                 auc = evaluate(head, llm, valid_ids, np.asarray(valid_labels))
-                rate = (state["tokens"] - tokens0) / max(1e-9, train_s)
                 state["history"].append({"step": step, "loss": total, "valid_auc": auc, "lr": lr_at(step - 1, c),
                                          "tokens_per_s": rate})
-                log(f"step {step}: loss {total:.4f}, valid AUC {auc:.4f}, {rate:.0f} tokens/s")
+                log(f"step {step}/{c.max_steps}: loss {total:.4f}, valid AUC {auc:.4f}, {rate:.0f} tokens/s")
                 if auc > state["best_auc"]:
                     state.update(best_auc=auc, best_step=step, bad_evals=0)
                     tmp = data_prep.fresh_dir(out_dir / "adapter")  # swapped in whole: a crash keeps the last best
@@ -284,12 +372,19 @@ def train(llm: LoadedLLM, train_prompts: Sequence[str] | Sequence[list[int]], tr
             if state["bad_evals"] >= c.patience:
                 stopped = "early_stop"
         if rank == 0 and (step % c.checkpoint_every == 0 or stopped == "early_stop"):
-            _save_checkpoint(ckpt, head, opt, state)
+            _save_checkpoint(ckpt, head, opt, state, fp)
             saved_step = step
         if stopped == "early_stop":
             break
     rate = (state["tokens"] - tokens0) / max(1e-9, train_s)
-    return TrainResult(state["best_auc"], state["best_step"], state["step"], stopped, rate, state["history"])
+    result = TrainResult(state["best_auc"], state["best_step"], state["step"], stopped, rate, state["history"],
+                         steps_run=state["step"] - step0, resumed_from=resumed_from, fingerprint=fp)
+    if rank == 0:
+        fingerprint.write_json(out_dir / FINISHED, {
+            "fingerprint": fp, "adapter_digest": fingerprint.folder_digest(out_dir / "adapter"),
+            "result": {k: v for k, v in asdict(result).items()
+                       if k not in ("steps_run", "resumed_from", "reused", "fingerprint")}})
+    return result
 
 
 def main(argv: list[str]) -> int:
@@ -298,7 +393,7 @@ def main(argv: list[str]) -> int:
     if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
         dist.init_process_group("gloo" if not torch.cuda.is_available() else "nccl")
     llm = load(Path(job["model_path"]), device=job.get("device", "cpu"), threads=int(job.get("threads", 0)))
-    c = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in job["config"].items()})
+    c = TrainConfig.model_validate(job["config"])
     data = json.loads(Path(job["data"]).read_text())
     result = train(llm, data["train_prompts"], np.array(data["train_labels"]), data["valid_prompts"],
                    np.array(data["valid_labels"]), Path(job["out_dir"]), c)

@@ -27,9 +27,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from pydantic import Field, PositiveFloat, PositiveInt
 from safetensors.torch import load_file
 
-from models import metrics
+from models import fingerprint, metrics
+from models.config import Strict
+from models.progress import Progress
 
 
 class MergeError(ValueError):
@@ -181,15 +184,48 @@ def binary_entropy(logit: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.softplus(-logit) * p + torch.nn.functional.softplus(logit) * (1 - p)
 
 
-@dataclass
-class MergeSettings:
-    learning_rates: tuple[float, ...] = (0.01, 0.05)
-    steps: int = 20
-    batch_size: int = 8
-    eval_every: int = 5  # steps between candidate snapshots scored on the selection slice
-    temperature: float = 1.0
-    task_arithmetic_lambdas: tuple[float, ...] = (0.3, 0.5, 0.7, 1.0)
-    seed: int = 2023
+class MergeSettings(Strict):
+    """The cocktail merge of one profile (its `merge` section): what the weights learn on, how they
+    learn, and the baselines' grid."""
+
+    learn_rows: PositiveInt = Field(200, description="unlabelled validation prompts the mixing weights learn on")
+    select_rows: PositiveInt = Field(200, description="other validation rows whose labels pick the learning rate "
+                                                       "and step (and the task-arithmetic lambda)")
+    learning_rates: tuple[PositiveFloat, ...] = Field((0.01, 0.05), min_length=1,
+                                                      description="Adam learning rates tried for the mixing logits")
+    steps: PositiveInt = Field(20, description="weight-learning steps per learning rate")
+    batch_size: PositiveInt = Field(8, description="prompts per weight-learning step")
+    eval_every: PositiveInt = Field(5, description="steps between candidates scored on the selection rows")
+    temperature: PositiveFloat = Field(1.0, description="softmax temperature T of the mixing weights")
+    task_arithmetic_lambdas: tuple[PositiveFloat, ...] = Field((0.3, 0.5, 0.7, 1.0), min_length=1,
+                                                               description="task-arithmetic lambdas tried")
+    seed: int = Field(2023, description="seed of the validation slices and the prompt batches")
+
+
+@dataclass(frozen=True)
+class MergeMethod:
+    """One way of combining the base spirit (a) and the ingredient (b): `weights(settings, a, b)`
+    lists its candidate fixed weights (the best on the selection rows is kept), or None for the
+    learned merge. `score_name` is its method name in scores/llm.parquet and the report."""
+
+    name: str
+    score_name: str
+    description: str
+    weights: Callable[[MergeSettings, str, str], list[dict[str, float]]] | None = None
+
+
+# RecCocktail and its baselines, in the order merge.json lists them. Adding a baseline is one entry
+# here (and its test); llm_scores scores every entry.
+MERGE_METHODS: dict[str, MergeMethod] = {m.name: m for m in (
+    MergeMethod("base_only", "base_spirit", "the base spirit alone (RecCocktail-G)", lambda s, a, b: [{a: 1.0, b: 0.0}]),
+    MergeMethod("ingredient_only", "ingredient_tallrec", "the ingredient alone (TALLRec, CoLLM step 1)",
+                lambda s, a, b: [{a: 0.0, b: 1.0}]),
+    MergeMethod("equal_weights", "equal_weights", "W0 + (dA + dB) / 2", lambda s, a, b: [{a: 0.5, b: 0.5}]),
+    MergeMethod("task_arithmetic", "task_arithmetic", "W0 + lambda (dA + dB), lambda picked on validation labels",
+                lambda s, a, b: [{a: lam, b: lam} for lam in s.task_arithmetic_lambdas]),
+    MergeMethod("reccocktail", "reccocktail", "RecCocktail: per-module weights learned by entropy minimisation on "
+                "unlabelled validation prompts"),
+)}
 
 
 @dataclass
@@ -206,7 +242,8 @@ class MergeResult:
 
 def learn_weights(mixture: Mixture, encode: Callable[[Sequence[str]], dict], prompts: Sequence[str], yes_id: int,
                   lr: float, steps: int, batch_size: int, seed: int,
-                  on_step: Callable[[int, float], None] | None = None) -> list[float]:
+                  on_step: Callable[[int, float], None] | None = None,
+                  log: Callable[[str], None] | None = None) -> list[float]:
     """Adam on the mixing logits only, model in eval mode, minimising the mean binary entropy of
     P(Yes) on unlabelled prompts (no labels exist here). Returns the entropy per step."""
     from models.lora_train import yes_logit
@@ -216,6 +253,7 @@ def learn_weights(mixture: Mixture, encode: Callable[[Sequence[str]], dict], pro
     opt = torch.optim.Adam(mixture.parameters(), lr=lr)
     rng = np.random.default_rng(seed)
     curve = []
+    progress = Progress(f"learning mixing weights (lr {lr})", steps, log) if log else None
     for step in range(1, steps + 1):
         idx = rng.choice(len(prompts), min(batch_size, len(prompts)), replace=False)
         enc = encode([prompts[i] for i in idx])
@@ -226,67 +264,108 @@ def learn_weights(mixture: Mixture, encode: Callable[[Sequence[str]], dict], pro
         loss.backward()
         opt.step()
         curve.append(float(loss.detach()))
+        if progress:
+            progress.update(step, f"entropy {curve[-1]:.4f}")
         if on_step:
             on_step(step, curve[-1])
     return curve
 
 
+def _open_checkpoint(path: Path | None, fp: str, log: Callable[[str], None]) -> dict:
+    """The merge checkpoint of this very run (same fingerprint), or a fresh one; another run's is set aside."""
+    fresh = {"fingerprint": fp, "fixed": {}, "learned": {}}
+    if path is None or not path.exists():
+        return fresh
+    record = fingerprint.read_json(path)
+    if record and record.get("fingerprint") == fp:
+        log(f"resuming the merge from {path}: {len(record['fixed'])} fixed candidates and "
+            f"{len(record['learned'])} learning rates already done")
+        return record
+    path.replace(path.with_name(path.name + ".set-aside"))
+    log(f"set aside {path}: written by a merge with other inputs (model, adapters, prompts, settings or code); "
+        "starting the merge from the beginning")
+    return fresh
+
+
 def select_merge(mixture: Mixture, score: Callable[[], np.ndarray], encode: Callable[[Sequence[str]], dict],
                  learn_prompts: Sequence[str], select_labels: np.ndarray, yes_id: int, s: MergeSettings,
-                 log: Callable[[str], None] = print) -> list[MergeResult]:
-    """Every candidate of the merge, each with its AUC on the selection slice: `score()` returns the
+                 log: Callable[[str], None] = print, checkpoint: Path | None = None,
+                 fingerprint_: str = "") -> list[MergeResult]:
+    """Every method of MERGE_METHODS, each with its AUC on the selection slice: `score()` returns the
     Yes logits of the selection prompts under the mixture's current weights, `select_labels` are
-    their validation labels. The learned merge takes the (lr, step) with the best selection AUC.
-    Only validation data reaches this function; it has no way to see test rows."""
+    their validation labels. A fixed method keeps its best candidate; the learned merge takes the
+    (lr, step) with the best selection AUC. Only validation data reaches this function; it has no
+    way to see test rows. With `checkpoint`, every scored candidate and every finished learning rate
+    is recorded there, and a rerun with the same `fingerprint_` continues where it stopped."""
     a_name, b_name = mixture.names
-    results: list[MergeResult] = []
+    state = _open_checkpoint(checkpoint, fingerprint_, log)
 
-    aucs: dict[tuple, float] = {}  # task arithmetic at lambda 0.5 is the equal-weight merge: scored once
+    def save() -> None:
+        if checkpoint is not None:
+            fingerprint.write_json(checkpoint, state)
 
-    def fixed(method: str, weights: dict[str, float]) -> MergeResult:
-        key = tuple(sorted(weights.items()))
-        if key not in aucs:
+    def fixed_auc(weights: dict[str, float]) -> float:
+        key = json.dumps(sorted(weights.items()))  # task arithmetic at lambda 0.5 is the equal-weight merge
+        if key not in state["fixed"]:
             mixture.set_fixed(weights)
-            aucs[key] = metrics.auc(select_labels, score())
-        auc = aucs[key]
-        log(f"{method} {weights}: selection AUC {auc:.4f}")
-        return MergeResult(method, weights, None, auc)
+            state["fixed"][key] = metrics.auc(select_labels, score())
+            save()
+        return state["fixed"][key]
 
-    results.append(fixed("base_only", {a_name: 1.0, b_name: 0.0}))
-    results.append(fixed("ingredient_only", {a_name: 0.0, b_name: 1.0}))
-    results.append(fixed("equal_weights", {a_name: 0.5, b_name: 0.5}))
-    ta = [fixed("task_arithmetic", {a_name: lam, b_name: lam}) for lam in s.task_arithmetic_lambdas]
-    best_ta = max(ta, key=lambda r: r.select_auc)
-    best_ta.candidates = [{"lambda": r.weights[a_name], "select_auc": r.select_auc} for r in ta]
-    results.append(best_ta)
+    results: list[MergeResult] = []
+    for method in MERGE_METHODS.values():
+        if method.weights is None:
+            results.append(_learned(mixture, score, encode, learn_prompts, select_labels, yes_id, s, log, state, save))
+            continue
+        tried = [MergeResult(method.name, w, None, fixed_auc(w)) for w in method.weights(s, a_name, b_name)]
+        best = max(tried, key=lambda r: r.select_auc)
+        if len(tried) > 1:
+            best.candidates = [{"weights": r.weights, "select_auc": r.select_auc} for r in tried]
+        log(f"{method.name} {best.weights}: selection AUC {best.select_auc:.4f}")
+        results.append(best)
+    return results
 
-    best: MergeResult | None = None
-    candidates, curves = [], {}
+
+def _learned(mixture: Mixture, score, encode, learn_prompts, select_labels, yes_id: int, s: MergeSettings, log,
+             state: dict, save) -> MergeResult:
+    """The learned merge: for each learning rate, learn the logits and score a snapshot every
+    `eval_every` steps; the best snapshot on the selection rows wins."""
     for lr in s.learning_rates:
+        if str(lr) in state["learned"]:
+            continue
         mixture.reset()
         snapshots = []
 
         def snap(step: int, entropy: float) -> None:
             if step % s.eval_every == 0 or step == s.steps:
-                with torch.no_grad():
-                    snapshots.append((step, mixture.logits_state()))
+                snapshots.append((step, mixture.logits_state()))
 
-        curves[str(lr)] = learn_weights(mixture, encode, learn_prompts, yes_id, lr, s.steps, s.batch_size, s.seed,
-                                        on_step=snap)
+        curve = learn_weights(mixture, encode, learn_prompts, yes_id, lr, s.steps, s.batch_size, s.seed, on_step=snap,
+                              log=log)
+        done = []
         for step, logits in snapshots:
             mixture.load_logits(logits)
             mixture.set_fixed(None)
             auc = metrics.auc(select_labels, score())
-            candidates.append({"lr": lr, "step": step, "select_auc": auc, "entropy": curves[str(lr)][step - 1]})
-            log(f"learned merge lr {lr} step {step}: entropy {curves[str(lr)][step - 1]:.4f}, selection AUC {auc:.4f}")
-            if best is None or auc > best.select_auc:
-                best = MergeResult("reccocktail", None, logits, auc, lr, step)
+            done.append({"step": step, "logits": logits, "select_auc": auc})
+            log(f"learned merge lr {lr} step {step}: entropy {curve[step - 1]:.4f}, selection AUC {auc:.4f}")
+        state["learned"][str(lr)] = {"curve": curve, "snapshots": done}
+        save()
+    best: MergeResult | None = None
+    candidates, curves = [], {}
+    for lr in s.learning_rates:
+        record = state["learned"][str(lr)]
+        curves[str(lr)] = record["curve"]
+        for snap_ in record["snapshots"]:
+            candidates.append({"lr": lr, "step": snap_["step"], "select_auc": snap_["select_auc"],
+                               "entropy": record["curve"][snap_["step"] - 1]})
+            if best is None or snap_["select_auc"] > best.select_auc:
+                best = MergeResult("reccocktail", None, snap_["logits"], snap_["select_auc"], lr, snap_["step"])
     assert best is not None
     best.candidates, best.entropy_curves = candidates, curves
     mixture.load_logits(best.logits)
     mixture.set_fixed(None)
-    results.append(best)
-    return results
+    return best
 
 
 def apply(mixture: Mixture, result: MergeResult) -> None:

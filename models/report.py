@@ -413,3 +413,101 @@ def plot_summary(table: list[dict], path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+# The score files a report reads, by the asset that writes them (under domains/<d>/scores/); a
+# report needs the CF scores, the LLM rows join when their stages have run for the domain.
+SCORE_SOURCES = {"cf_embeddings": "cf", "llm_scores": "llm", "collm_cie": "collm"}
+REQUIRED_SOURCES = ("cf_embeddings",)
+
+
+class StaleScores(ValueError):
+    """A required score file was written for an older split of the domain."""
+
+
+def load_scores(ws, domain: str, n_test: int, log=None) -> tuple[list[MethodScores], list[dict]]:
+    """Every score file's methods, and their lineage (asset, path, sha256). A file written for an
+    older split (its split_sha256 differs from the current split's) is left out with a warning, or
+    fails the report if it is a required source. `ws` is a models.workspace.Workspace."""
+    methods, lineage = [], []
+    current = ws.split_sha256(domain)
+    for asset, family in SCORE_SOURCES.items():
+        path = ws.scores_path(domain, family)
+        if not path.exists():
+            if asset in REQUIRED_SOURCES:
+                ws.require(path, asset, domain)
+            continue
+        df = pl.read_parquet(path)
+        written_for = df["split_sha256"][0] if "split_sha256" in df.columns and df.height else None
+        if written_for != current:
+            text = (f"{path} was scored on an older split of {domain!r}; materialize {asset} for {domain!r} "
+                    "again to bring its methods back into the report")
+            if asset in REQUIRED_SOURCES:
+                raise StaleScores(text)
+            if log:
+                log(text + "; left out of this report")
+            continue
+        from models.data_prep import file_sha256
+
+        lineage.append({"asset": asset, "path": str(path), "sha256": file_sha256(path)})
+        methods += [_method_scores(df, name, n_test, asset) for name in df["method"].unique(maintain_order=True)]
+    return methods, lineage
+
+
+def _method_scores(df: pl.DataFrame, name: str, n_test: int, asset: str) -> MethodScores:
+    part = df.filter(pl.col("method") == name).sort("row")
+    point = np.full(n_test, np.nan)
+    point[part["row"].to_numpy()] = part["score"].to_numpy()
+    ranking = None
+    listed = part.filter(pl.col("candidate_scores").is_not_null())
+    if listed.height:
+        width = listed["candidate_scores"].list.len().max()
+        ranking = np.full((n_test, width), np.nan)
+        ranking[listed["row"].to_numpy()] = np.array(listed["candidate_scores"].to_list(), dtype=np.float64)
+    return MethodScores(name, point, ranking, {"asset": asset})
+
+
+@dataclass
+class WrittenReport:
+    result: dict
+    markdown: str
+    plots: dict[str, str]
+    report_path: Path
+    metrics_path: Path
+    history_path: Path
+
+
+def write_report(out: Path, domain: str, test: pl.DataFrame, methods: list[MethodScores], settings: dict[str, Any],
+                 lineage: list[dict], reference: str | None, ev: dict, one_row_per_user: bool,
+                 run_id: str) -> WrittenReport:
+    """Evaluate every method (and again on the rows all of them scored), plot, and write report.md,
+    metrics.json and history/<run_id>.json under `out`. `ev` is the config's evaluation settings."""
+    import functools
+    import shutil
+
+    evaluate_ = functools.partial(evaluate, test, ks=tuple(int(k) for k in ev["ranking_k"]),
+                                  bootstrap_samples=int(ev["bootstrap_samples"]), seed=int(ev["seed"]),
+                                  min_subset_rows=int(ev["min_subset_rows"]), one_row_per_user=one_row_per_user)
+    result = evaluate_(methods)
+    common = on_common_rows(methods)
+    same_rows = None if common is None else (evaluate_(common[0]), common[1])
+    plots = {"roc": str(plot_roc(test, methods, out / "roc.png")),
+             "metrics": str(plot_metrics(result, out / "metrics.png"))}
+    text = markdown(domain, test, result, settings, lineage, reference, plots, same_rows)
+    (out / "report.md").write_text(text)
+    payload = {"domain": domain, "metrics": result, "settings": settings, "lineage": lineage, "test_rows": test.height}
+    if same_rows is not None:
+        payload["same_rows"] = {"rows": same_rows[1], "metrics": same_rows[0]}
+    (out / "metrics.json").write_text(json.dumps(payload, indent=2, default=str))
+    history = out / "history" / f"{run_id}.json"
+    history.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(out / "metrics.json", history)
+    return WrittenReport(result, text, plots, out / "report.md", out / "metrics.json", history)
+
+
+def headline_numbers(result: dict) -> dict[str, float]:
+    """`method/subset/metric` -> value of every applicable AUC and UAUC, for the asset's metadata."""
+    return {f"{m}/{s}/{k}": round(result[m][s][k]["value"], 4)
+            for m in result for s in SUBSETS for k in ("auc", "uauc")
+            if not result[m][s][k].get("not_applicable") and result[m][s][k]["value"] is not None
+            and not math.isnan(result[m][s][k]["value"])}

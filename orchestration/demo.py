@@ -16,6 +16,7 @@ from orchestration import jobs
 from orchestration.jobs import (evaluate_domain, materialize_dataset, materialize_domain, summarize,
                                 train_base_spirit)
 from orchestration.profiles import profile
+from orchestration.recovery import reap_dead_runs
 
 
 def main() -> int:
@@ -27,6 +28,9 @@ def main() -> int:
     defs = build_definitions(settings)
     t0 = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
+        # a demo killed last time (kill -9, a closed terminal) left runs STARTED with their pool slots
+        # claimed; the job helpers reap before each run too, this says so up front
+        reap_dead_runs(instance, log=lambda m: print(f"[demo] {m}", flush=True))
         for ds in sorted(cfg.datasets):
             print(f"[demo] dataset {ds}: ingest", flush=True)
             materialize_dataset(defs, ds, instance)
@@ -38,7 +42,7 @@ def main() -> int:
                   for e in result.get_asset_materialization_events()}["temporal_split"]
             rows.append((dom, cfg.domains[dom].role, *(md[f"{s}/rows"].value for s in ("train", "valid", "test")),
                          md["test/not_cold"].value, md["test/warm"].value, md["path"].value))
-        llm_domains = profile(settings.profile)["llm_domains"]
+        llm_domains = profile(settings.profile).llm_domains
         llm_domains = sorted(cfg.domains) if llm_domains is None else [d for d in llm_domains if d in cfg.domains]
         if llm_domains:
             print(f"[demo] base spirit LoRA ({settings.profile} profile)", flush=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dagster as dg
 
 from orchestration.partitions import sync_domain_partitions
+from orchestration.recovery import reap_dead_runs
 
 DATASET_ASSETS = dg.AssetSelection.assets("raw_interactions", "raw_items", "interactions")
 DOMAIN_ASSETS = dg.AssetSelection.assets("domain_interactions", "temporal_split")
@@ -60,6 +61,8 @@ def _run(defs: dg.Definitions, job_name: str, partition: str, instance: dg.Dagst
         with dg.DagsterInstance.ephemeral() as eph:
             return _run(defs, job_name, partition, eph, raise_on_error)
     sync_domain_partitions(defs.resources["project"].config, instance)
+    # a killed earlier run would keep its pool slot and block this one forever
+    reap_dead_runs(instance)
     return job.execute_in_process(partition_key=partition, instance=instance, raise_on_error=raise_on_error,
                                   run_config=_run_config())
 
@@ -82,11 +85,15 @@ def evaluate_domain(defs: dg.Definitions, domain: str, instance: dg.DagsterInsta
 
 def train_base_spirit(defs: dg.Definitions, instance: dg.DagsterInstance | None = None,
                       raise_on_error: bool = True) -> dg.ExecuteInJobResult:
+    if instance is not None:
+        reap_dead_runs(instance)
     return defs.resolve_job_def(train_base_spirit_job.name).execute_in_process(
         instance=instance, raise_on_error=raise_on_error, run_config=_run_config())
 
 
 def summarize(defs: dg.Definitions, instance: dg.DagsterInstance | None = None,
               raise_on_error: bool = True) -> dg.ExecuteInJobResult:
+    if instance is not None:
+        reap_dead_runs(instance)
     return defs.resolve_job_def(summarize_job.name).execute_in_process(
         instance=instance, raise_on_error=raise_on_error, run_config=_run_config())

@@ -30,6 +30,13 @@ class ProjectResource(dg.ConfigurableResource):
         return cls(data_dir=str(s.data_dir), config_path=str(s.config_path), profile=s.profile,
                    landing_dir=str(s.landing_path), train_pipes=s.train_pipes)
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # tag the run with the processes running it, so a run killed with `kill -9` can be told
+        # from a live one and its pool slots freed (orchestration/recovery.py)
+        from orchestration import recovery
+
+        recovery.record_process(context)
+
     @cached_property
     def config(self) -> ProjectConfig:
         return load_config(Path(self.config_path))

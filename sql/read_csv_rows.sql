@@ -1,11 +1,12 @@
 -- A delimited file with a header row, every column as VARCHAR; lines with the wrong number of
--- columns land in src_rejects (DuckDB's reject table) instead of failing the read.
+-- columns land in src_rejects (DuckDB's reject table) instead of failing the read. $compression
+-- ('none', 'gzip' or 'zstd') comes from the file's first bytes: a name can lie ('auto' trusts it).
 DROP TABLE IF EXISTS src_rejects;
 DROP TABLE IF EXISTS src_rejects_scan;
 CREATE OR REPLACE TEMP TABLE src_read AS
 SELECT *, row_number() OVER () AS accepted_row
 FROM read_csv($path, header = true, all_varchar = true, delim = $delim, quote = $quote,
-              encoding = $encoding, compression = 'auto', auto_detect = true,
+              encoding = $encoding, compression = $compression, auto_detect = true,
               store_rejects = true, rejects_table = 'src_rejects', rejects_scan = 'src_rejects_scan');
 -- source_row: the row's line in the file (header = line 1), the numbering src_rejects.line uses,
 -- so a quarantined row points at its line whether the reader or the validation rejected it.

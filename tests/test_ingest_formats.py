@@ -466,9 +466,15 @@ def test_corrupted_lines_are_quarantined_and_good_rows_arrive_intact(case_id, in
     must_cover = {"malformed_line", "non_numeric_rating", "rating_out_of_range", "unparseable_timestamp",
                   "missing_user"} - ({"malformed_line"} if case.sources[0].name.endswith(".parquet") else set())
     assert must_cover <= reasons, f"test data for {case_id} misses {must_cover - reasons}"
-    exp = expected(case)
-
     run = ingest(case_id, write_case(case, tmp_path / "source"))
+    assert_arrived_intact(case, case_id, run)
+
+
+def assert_arrived_intact(case: Case, case_id: str, run) -> None:
+    """Every line of `case` became what it must in the run of dataset `case_id`: good rows in the
+    warehouse with their values, bad rows in quarantine with their reasons, counts in the metadata
+    and the check (also used by tests/test_ingest_by_content.py for the same data in other files)."""
+    exp = expected(case)
     assert run.result.success
 
     # good rows, exactly, with the file and line they came from

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +37,7 @@ def _job(tmp: Path, model_path: Path, out: Path, **config) -> Path:
     vp, vl = _data(32, 1)
     (tmp / "data.json").write_text(json.dumps({"train_prompts": tp, "train_labels": tl.tolist(),
                                                "valid_prompts": vp, "valid_labels": vl.tolist()}))
-    cfg = {**asdict(TrainConfig()), "warmup_steps": 2, "lr": 5e-3, "batch_size": 8, "eval_every": 10,
+    cfg = {**TrainConfig().model_dump(mode="json"), "warmup_steps": 2, "lr": 5e-3, "batch_size": 8, "eval_every": 10,
            "checkpoint_every": 5, "max_steps": 40, **config}
     job = tmp / f"job-{out.name}.json"
     job.write_text(json.dumps({"model_path": str(model_path), "data": str(tmp / "data.json"), "out_dir": str(out),

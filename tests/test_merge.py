@@ -143,3 +143,32 @@ def test_merge_selection_never_sees_test_rows(setup):
     learned = results[-1]
     assert learned.step in (2, 4) and len(learned.candidates) == 2 and len(learned.entropy_curves["0.1"]) == 4
     assert learned.select_auc == max(c["select_auc"] for c in learned.candidates)
+
+
+def test_the_merge_checkpoint_resumes_only_its_own_run(setup, tmp_path):
+    """Every scored candidate and finished learning rate is in the checkpoint: a rerun with the same
+    fingerprint scores nothing again and returns the same selection; another fingerprint's
+    checkpoint is set aside and the merge starts over."""
+    path, adapters, _ = setup
+    loaded, mix = _mixture(path, adapters)
+    select, learn = _prompts(16, 5), _prompts(16, 6)
+    labels = np.arange(16) % 2
+    calls = []
+
+    def score():
+        calls.append(1)
+        return scorer.score(loaded, select)
+
+    s = merge.MergeSettings(learning_rates=(0.1, 0.3), steps=4, eval_every=2, task_arithmetic_lambdas=(0.5, 1.0))
+    ck = tmp_path / "merge_checkpoint.json"
+    run = lambda fp, log=lambda m: None: merge.select_merge(mix, score, _encode(loaded), learn, labels,  # noqa: E731
+                                                         loaded.yes_id, s, log=log, checkpoint=ck, fingerprint_=fp)
+    first = run("a")
+    assert len(calls) == 4 + 2 * 2  # base, ingredient, equal (= lambda 0.5), lambda 1.0; 2 snapshots per lr
+    calls.clear()
+    again = run("a")
+    assert calls == [] and [r.__dict__ for r in again] == [r.__dict__ for r in first]
+    logs = []
+    other = run("b", logs.append)
+    assert len(calls) == 8 and any("set aside" in m for m in logs) and (tmp_path / "merge_checkpoint.json.set-aside").exists()
+    assert [r.select_auc for r in other] == pytest.approx([r.select_auc for r in first])

@@ -1,0 +1,63 @@
+"""Training one LoRA adapter (the base spirit or an ingredient) on the text-only prompts of some
+domains: the prompts, the trainer, the curve and a record beside the adapter. The Dagster asset
+calls it in process; orchestration/pipes_train.py calls it in a subprocess. No Dagster here."""
+
+from __future__ import annotations
+
+import json
+from typing import Callable
+
+import numpy as np
+
+from models import fingerprint, llm as llm_mod, lora_train, prompts as prompt_mod
+from models.profiles import Profile
+from models.workspace import Workspace
+
+
+def load_base(ws: Workspace, prof: Profile) -> llm_mod.LoadedLLM:
+    """A fresh copy of the profile's base LLM (the embedded one is converted once)."""
+    return llm_mod.load(llm_mod.resolve_model_path(prof.model, ws.models_dir))
+
+
+def builder(llm: llm_mod.LoadedLLM, noun: str, max_tokens: int, with_ids: bool = False) -> prompt_mod.PromptBuilder:
+    return prompt_mod.PromptBuilder(noun=noun, with_ids=with_ids, max_tokens=max_tokens,
+                                    count_tokens=lambda text: len(llm.tokenizer.encode(text)))
+
+
+def train_adapter(ws: Workspace, domains: dict[str, str], kind: str, prof: Profile,
+                  log: Callable[[str], None] = print) -> dict:
+    """Train the `kind` adapter (`base_spirit` or `ingredient`) on the train prompts of `domains`
+    (name -> item noun) into its folder; returns its metadata (paths as Path objects)."""
+    llm = load_base(ws, prof)
+    out = ws.adapter_dir(kind) if kind == "base_spirit" else ws.adapter_dir(kind, next(iter(domains)))
+    train_p, train_y, valid_p, valid_y = [], [], [], []
+    for d, noun in domains.items():
+        split, titles = ws.read_split(d), ws.titles(d)
+        build = builder(llm, noun, prof.max_prompt_tokens)
+        p, y, _ = prompt_mod.examples(split, titles, build, "train", prof.train_rows_per_domain)
+        train_p += p
+        train_y += y.tolist()
+        p, y, _ = prompt_mod.examples(split, titles, build, "valid", prof.adapter_valid_rows(kind))
+        valid_p += p
+        valid_y += y.tolist()
+    cfg = prof.adapter_train(kind)
+    log(f"{kind}: {len(train_p)} training prompts from {', '.join(domains)}; validating on {len(valid_p)}")
+    result = lora_train.train(llm, train_p, np.array(train_y), valid_p, np.array(valid_y), out, cfg, log=log)
+    from models.report import plot_curve
+
+    curve = plot_curve([h["valid_auc"] for h in result.history], f"evaluation (every {cfg.eval_every} steps)",
+                       "validation AUC", f"{out.name}: best {result.best_valid_auc:.4f} at step {result.best_step}",
+                       out / "valid_auc.png")
+    adapter = out / "adapter"
+    digest = fingerprint.folder_digest(adapter)
+    (out / "training.json").write_text(json.dumps({"domains": list(domains), "model": llm.identity,
+                                                   "config": cfg.model_dump(mode="json"),
+                                                   "result": result.__dict__}, indent=2, default=str))
+    return {"domains": ", ".join(domains), "train_prompts": len(train_p), "valid_prompts": len(valid_p),
+            "model": str(llm.path), "model_weights_sha256": llm.identity["weights_sha256"],
+            "steps": result.steps, "steps_run": result.steps_run, "resumed_from_step": result.resumed_from,
+            "reused_finished_adapter": result.reused, "fingerprint": result.fingerprint, "stopped": result.stopped,
+            "best_valid_auc": round(result.best_valid_auc, 4), "best_step": result.best_step,
+            "tokens_per_s": round(result.tokens_per_s, 1), "loss_and_auc": result.history,
+            "train_settings": cfg.model_dump(mode="json"), "valid_auc_plot": curve, "adapter": adapter,
+            "adapter_sha256": digest}

@@ -1,0 +1,242 @@
+"""The schema of an LLM profile (config/profiles.yaml): every setting of the LLM stages, typed and
+strict, and which of them each stage reads (the stage's part of its lineage). No Dagster here."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Annotated, Literal, Optional, Union
+
+import yaml
+from pydantic import AfterValidator, BaseModel, Field, NonNegativeInt, PositiveInt, create_model, model_validator
+
+from models.cf import CF_MODELS
+from models.config import ConfigError, Strict, validate
+from models.collm import VARIANTS
+from models.lora_train import TrainConfig
+from models.merge import MergeSettings
+
+
+# a profile's per-kind `train` entries: any TrainConfig field, each optional (None: the profile's `train`)
+TrainOverrides = create_model(
+    "TrainOverrides", __base__=Strict, __doc__="Changes to the profile's `train` for one kind of training.",
+    **{name: (Optional[f.annotation], Field(None, description=f.description))
+       for name, f in TrainConfig.model_fields.items()})
+
+def _fraction_at_most_one(v):
+    if isinstance(v, float) and not 0 < v <= 1:
+        raise ValueError(f"{v} is neither a row count (an integer) nor a fraction in (0, 1]")
+    return v
+
+
+# how many rows of a split part a stage uses: a count, a fraction (a float up to 1), or null for all
+RowCount = Annotated[Optional[Union[PositiveInt, float]], AfterValidator(_fraction_at_most_one)]
+
+
+def _apply(base: TrainConfig, overrides: BaseModel) -> TrainConfig:
+    return TrainConfig(**{**base.model_dump(), **overrides.model_dump(exclude_none=True)})
+
+
+class AdapterKind(Strict):
+    """Settings of one kind of LoRA adapter (`base_spirit` or `ingredient`) that differ from the profile's."""
+
+    train: TrainOverrides = Field(default_factory=TrainOverrides, description="changes to `train` for this adapter")
+    valid_rows: RowCount = Field(None, description="validation rows per domain for this adapter; null: the "
+                                                   "profile's `valid_rows`")
+
+
+class CoLLMSettings(Strict):
+    """CoLLM's CIE (PROTOCOLS section 3)."""
+
+    cf_models: tuple[str, ...] = Field(("mf",), min_length=1, description="CF models whose vectors feed the CIE "
+                                                                          f"(any of {', '.join(CF_MODELS)})")
+    backbones: tuple[Literal["ingredient", "cocktail"], ...] = Field(
+        ("ingredient",), min_length=1, description="frozen backbones the CIE trains on: `ingredient` (as published) "
+                                                   "and `cocktail` (ours)")
+    variant: Literal[VARIANTS] = Field("two_step", description=f"tuning variant: {', '.join(VARIANTS)}")
+    train: TrainOverrides = Field(default_factory=TrainOverrides, description="changes to `train` for the CIE")
+
+    @model_validator(mode="after")
+    def _known_cf(self) -> "CoLLMSettings":
+        unknown = [m for m in self.cf_models if m not in CF_MODELS]
+        if unknown:
+            raise ValueError(f"unknown CF model(s) {unknown}: choose from {', '.join(CF_MODELS)}")
+        return self
+
+
+class Profile(Strict):
+    """How big the LLM stages run: the model, training, the merge, CoLLM and the evaluation samples."""
+
+    description: str = Field("", description="one line on what the profile is for")
+    model: str = Field(description="the LLM: `smollm2-135m-instruct`, `tiny-llama-smoke`, or a Hugging Face model "
+                                   "folder (`LLMREC_MODEL` overrides it)")
+    max_prompt_tokens: PositiveInt = Field(512, description="token budget of one prompt; the oldest history titles "
+                                                            "are dropped first")
+    llm_domains: Optional[tuple[str, ...]] = Field(None, description="domains `make demo` runs the LLM stages on; "
+                                                                     "null: every domain")
+    train_rows_per_domain: RowCount = Field(None, description="train rows per domain the adapters see; null: all")
+    valid_rows: RowCount = Field(64, description="validation rows per domain (count, or fraction of valid)")
+    test_rows: RowCount = Field(None, description="seeded sample of test rows the LLM methods score; null: all")
+    ranking_users: Optional[NonNegativeInt] = Field(None, description="how many of the scored test rows also get "
+                                                                      "their candidate list ranked; null: all")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="LoRA training (PROTOCOLS section 3)")
+    base_spirit: AdapterKind = Field(default_factory=AdapterKind, description="the base spirit's differences")
+    ingredient: AdapterKind = Field(default_factory=AdapterKind, description="the ingredients' differences")
+    merge: MergeSettings = Field(default_factory=MergeSettings, description="the cocktail merge")
+    collm: CoLLMSettings = Field(default_factory=CoLLMSettings, description="CoLLM's CIE")
+
+    @model_validator(mode="after")
+    def _effective_settings_valid(self) -> "Profile":
+        for kind in ("base_spirit", "ingredient"):
+            self.adapter_train(kind)  # min_lr <= lr and the like, after the overrides
+        self.collm_train()
+        return self
+
+    def adapter_train(self, kind: str) -> TrainConfig:
+        return _apply(self.train, getattr(self, kind).train)
+
+    def adapter_valid_rows(self, kind: str) -> RowCount:
+        own = getattr(self, kind).valid_rows
+        return self.valid_rows if own is None else own
+
+    def collm_train(self) -> TrainConfig:
+        return _apply(self.train, self.collm.train)
+
+    def reads(self, stage: str) -> dict:
+        """The settings a stage reads (part of its code version, so a change there marks it stale)."""
+        common = {"model": self.model, "max_prompt_tokens": self.max_prompt_tokens}
+        if stage in ("base_spirit", "ingredient"):
+            return {**common, "train": self.adapter_train(stage).model_dump(mode="json"),
+                    "train_rows_per_domain": self.train_rows_per_domain,
+                    "valid_rows": self.adapter_valid_rows(stage)}
+        if stage == "cocktail":
+            return {**common, "merge": self.merge.model_dump(mode="json")}
+        if stage == "llm_scores":
+            return {**common, "test_rows": self.test_rows, "ranking_users": self.ranking_users}
+        if stage == "collm":
+            return {**common, "collm": self.collm.model_dump(mode="json"),
+                    "train": self.collm_train().model_dump(mode="json"),
+                    "train_rows_per_domain": self.train_rows_per_domain, "valid_rows": self.valid_rows,
+                    "test_rows": self.test_rows, "ranking_users": self.ranking_users}
+        raise KeyError(stage)
+
+
+class ProfilesFile(Strict):
+    """config/profiles.yaml, and a user's file named by LLMREC_PROFILES whose profiles are added (or
+    replace ours of the same name). A profile may begin with `extends: <profile>`: it starts from that
+    profile and changes only the keys it names, nested sections key by key."""
+
+    profiles: dict[str, Profile] = Field(description="profile name -> profile")
+
+
+PROFILES_FILE = Path(__file__).resolve().parent.parent / "config" / "profiles.yaml"
+
+
+def profile_files() -> list[Path]:
+    """The shipped profiles, then the user's file (LLMREC_PROFILES), whose profiles are added or replace ours."""
+    extra = os.environ.get("LLMREC_PROFILES")
+    return [PROFILES_FILE] + ([Path(extra).expanduser().resolve()] if extra else [])
+
+
+def _deep_merge(base: dict, change: dict) -> dict:
+    out = dict(base)
+    for k, v in change.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _resolve_extends(name: str, raw: dict[str, dict], chain: tuple[str, ...] = ()) -> dict:
+    entry = raw[name]
+    if not isinstance(entry, dict) or "extends" not in entry:
+        return entry
+    parent = entry["extends"]
+    if parent not in raw:
+        raise ConfigError(f"profiles.{name}.extends: no profile {parent!r} (profiles: {', '.join(sorted(raw))})")
+    if parent in chain + (name,):
+        raise ConfigError(f"profiles.{name}.extends: a loop ({' -> '.join(chain + (name, parent))})")
+    rest = {k: v for k, v in entry.items() if k != "extends"}
+    return _deep_merge(_resolve_extends(parent, raw, chain + (name,)), rest)
+
+
+def load_profiles(files: list[Path] | None = None) -> dict[str, Profile]:
+    """Every profile of the files, `extends` resolved, validated strictly (all problems in one error)."""
+    files = files or profile_files()
+    raw: dict[str, dict] = {}
+    for f in files:
+        if not f.exists():
+            raise ConfigError(f"profiles file {f} does not exist (LLMREC_PROFILES names it)")
+        data = yaml.safe_load(f.read_text()) or {}
+        if not isinstance(data, dict) or set(data) - {"profiles"} or not isinstance(data.get("profiles", {}), dict):
+            raise ConfigError(f"{f}: a profiles file holds one key, `profiles: {{name: {{...}}}}` "
+                              f"(found {sorted(data) if isinstance(data, dict) else type(data).__name__})")
+        raw.update(data.get("profiles") or {})
+    resolved = {name: _resolve_extends(name, raw) for name in raw}
+    return validate(ProfilesFile, {"profiles": resolved}, " + ".join(str(f) for f in files)).profiles
+
+
+def with_overrides(p: Profile, overrides: dict, source: str) -> Profile:
+    """The profile with (nested) per-run changes, validated like the file: e.g. {"train": {"lr": 5e-4}}."""
+    if not overrides:
+        return p
+    merged = _deep_merge(p.model_dump(mode="json"), overrides)
+    return validate(Profile, merged, source)
+
+
+def get_profile(name: str, overrides: dict | None = None, source: str = "run config overrides") -> Profile:
+    """The named profile; `LLMREC_MODEL` replaces its model; then the per-run overrides."""
+    profiles = load_profiles()
+    if name not in profiles:
+        close = difflib.get_close_matches(name, list(profiles), n=1)
+        raise ConfigError(f"LLMREC_PROFILE={name!r} is not a profile of {' + '.join(map(str, profile_files()))}: "
+                          f"choose one of {', '.join(profiles)}" + (f" (did you mean `{close[0]}`?)" if close else ""))
+    p = profiles[name]
+    if os.environ.get("LLMREC_MODEL"):
+        p = validate(Profile, {**p.model_dump(mode="json"), "model": os.environ["LLMREC_MODEL"]}, "LLMREC_MODEL")
+    return with_overrides(p, overrides or {}, source)
+
+
+README_START = "<!-- profile-schema:start -->"
+README_END = "<!-- profile-schema:end -->"
+
+
+def profiles_markdown() -> str:
+    """The shipped profiles side by side, then every key of the profile schema (for the README)."""
+    from models.config import schema_markdown
+
+    shipped = load_profiles([PROFILES_FILE])
+    rows = ["| profile | model | steps (base spirit / ingredient / CIE) | batch | valid rows | test rows | lists | "
+            "LLM domains | what for |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, p in shipped.items():
+        steps = " / ".join(str(t.max_steps) for t in (p.adapter_train("base_spirit"), p.adapter_train("ingredient"),
+                                                       p.collm_train()))
+        every = lambda v: "all" if v is None else v  # noqa: E731
+        rows.append(f"| `{name}` | `{p.model}` | {steps} | {p.train.batch_size} | {p.valid_rows} | {every(p.test_rows)} "
+                    f"| {every(p.ranking_users)} | {', '.join(p.llm_domains) if p.llm_domains else 'all'} | "
+                    f"{p.description} |")
+    return "\n".join(rows) + "\n\n" + schema_markdown(ProfilesFile)
+
+
+def main(argv: list[str]) -> int:
+    import sys
+
+    from models.config import between_markers
+
+    if argv == ["--markdown"]:
+        sys.stdout.write(profiles_markdown())
+        return 0
+    if argv == ["--readme"]:
+        readme = PROFILES_FILE.parent.parent / "README.md"
+        readme.write_text(between_markers(readme.read_text(), README_START, README_END, profiles_markdown()))
+        return 0
+    try:
+        names = list(load_profiles())
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"{' + '.join(map(str, profile_files()))}: profiles {', '.join(names)}, valid")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(__import__("sys").argv[1:]))

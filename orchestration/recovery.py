@@ -1,0 +1,232 @@
+"""Runs whose process was killed (`kill -9`, the OOM killer, a closed laptop): found by the processes
+they recorded, reported failed and their pool slots freed, so the next run of that pool can start.
+
+Dagster frees a step's pool slot when the step ends, and its daemon frees slots of runs that already
+ENDED (`run_monitoring.free_slots_after_run_end_seconds`); but the DefaultRunLauncher cannot check a
+run worker's health, so a run whose process died stays STARTED forever and keeps its slot, and
+every later run of that pool waits ("Step blocked by limit for pool duckdb_writer").
+
+So every run records which processes run it: `ProjectResource.setup_for_execution` calls
+`record_process`, which adds the run tag `llmrec/pid/<pid> = <host>:<start time>` for its own
+process and, in a multiprocess step process, for the orchestrating parent (one tag per process, so
+parallel steps do not overwrite each other; the start time from /proc/<pid>/stat tells a reused
+pid from the process that ran the run). `reap_dead_runs` fails the in-flight runs whose recorded
+processes on this host are all gone and frees their slots. It runs from the `dead_run_reaper`
+sensor (`make ui`), before every run the job helpers in orchestration/jobs.py start (`make demo`,
+the tests), and when a CLI process loads orchestration/definitions.py (`reap_at_load`)."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+PID_TAG_PREFIX = "llmrec/pid/"
+# runs that may hold or wait for pool slots. NOT_STARTED and QUEUED runs are not here: no step has
+# run, so no slot is claimed and no process was recorded (run monitoring fails NOT_STARTED runs
+# after its start timeout)
+IN_FLIGHT = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+# a run that ended frees its own slots as its steps end; only slots still held this long after the
+# end are leftovers (the daemon does the same with run_monitoring.free_slots_after_run_end_seconds,
+# but `make demo` and CLI runs have no daemon)
+ENDED_GRACE_S = 10.0
+REAPER_INTERVAL_S = 15
+
+_LOG = logging.getLogger("llmrec.recovery")
+
+
+def process_start_time(pid: int) -> str | None:
+    """The kernel's start time of `pid` (clock ticks since boot), None when no such live process.
+
+    A zombie (killed, not yet waited for by its parent) counts as gone: it runs nothing and holds
+    no lock. Without /proc (macOS) the start time is "?" and only the pid's existence is checked."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return _exists_without_proc(pid)
+    # the command name (field 2) is in parentheses and may itself contain spaces or ')'
+    fields = stat[stat.rindex(")") + 2:].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return fields[19]  # field 22 of proc(5): starttime
+
+
+def _exists_without_proc(pid: int) -> str | None:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # another user's process: it exists
+        pass
+    return "?"
+
+
+def process_tags(pid: int | None = None) -> dict[str, str]:
+    """`llmrec/pid/<pid> = <host>:<start time>` for this process and, when it is a multiprocess step
+    process, for the parent that orchestrates the run (it lives between steps, when no step
+    process does; an in-process run's parent is a shell or pytest, which says nothing about it)."""
+    pids = [pid or os.getpid()]
+    parent = multiprocessing.parent_process()
+    if pid is None and parent is not None and parent.pid:
+        pids.append(parent.pid)
+    host = socket.gethostname()
+    tags = {}
+    for p in pids:
+        start = process_start_time(p)
+        if start is not None:
+            tags[f"{PID_TAG_PREFIX}{p}"] = f"{host}:{start}"
+    return tags
+
+
+def record_process(context: dg.InitResourceContext) -> None:
+    """Tag the run this resource is initialised for with the processes running it.
+
+    Called once per run by an in-process run (before any step claims a slot) and once per step
+    process by a multiprocess run. Outside a run (a sensor, a test building the resource) it does
+    nothing; a failure to tag is logged, never fails the run."""
+    run, instance = context.dagster_run, context.instance
+    if run is None or instance is None:
+        return
+    try:
+        tags = process_tags()
+        for _ in range(3):
+            # add_run_tags rewrites the run's stored tags from what it read: two step processes
+            # tagging at once can drop one another's tag, so read back and add again
+            instance.add_run_tags(run.run_id, tags)
+            stored = (instance.get_run_by_id(run.run_id) or run).tags
+            if all(stored.get(k) == v for k, v in tags.items()):
+                return
+            time.sleep(0.05)
+        _LOG.warning("run %s: could not record processes %s", run.run_id, tags)
+    except Exception as exc:  # bookkeeping for crash recovery must not fail a healthy run
+        (context.log or _LOG).warning(f"could not record this run's process for crash recovery: {exc}")
+
+
+def recorded_processes(tags: Mapping[str, str]) -> dict[int, tuple[str, str]]:
+    """pid -> (host, start time) from a run's tags."""
+    out = {}
+    for key, value in tags.items():
+        if key.startswith(PID_TAG_PREFIX) and ":" in value:
+            try:
+                pid = int(key[len(PID_TAG_PREFIX):])
+            except ValueError:
+                continue
+            host, start = value.rsplit(":", 1)
+            out[pid] = (host, start)
+    return out
+
+
+def _alive(pid: int, start: str) -> bool:
+    now = process_start_time(pid)
+    return now is not None and (start == "?" or now == "?" or now == start)
+
+
+def dead_processes(tags: Mapping[str, str], host: str | None = None) -> list[int] | None:
+    """The recorded pids when every process the run recorded is on this host and gone; else None
+    (no record, another host's process, or one still alive: leave the run alone)."""
+    host = host or socket.gethostname()
+    procs = recorded_processes(tags)
+    if not procs or any(h != host for h, _ in procs.values()):
+        return None
+    if any(_alive(pid, start) for pid, (_, start) in procs.items()):
+        return None
+    return sorted(procs)
+
+
+def _message(pids: list[int]) -> str:
+    if len(pids) == 1:
+        return (f"process {pids[0]} that ran this run is gone (killed?); this run is marked failed and "
+                "its pool slots were freed")
+    return (f"processes {', '.join(map(str, pids))} that ran this run are gone (killed?); this run is marked "
+            "failed and its pool slots were freed")
+
+
+def reap_dead_runs(instance: dg.DagsterInstance, log: Callable[[str], Any] | None = None) -> list[str]:
+    """Report every in-flight run whose recorded processes on this host are all gone as failed (a
+    CANCELING one as canceled), free its pool slots and pending steps, and free the slots that
+    ended runs still hold. Returns the ids of the runs reported."""
+    log = log or _LOG.warning
+    reaped = []
+    host = socket.gethostname()
+    for record in instance.get_run_records(dg.RunsFilter(statuses=IN_FLIGHT)):
+        run = record.dagster_run
+        pids = dead_processes(run.tags, host)
+        if pids is None:
+            continue
+        # the run may have ended between the query and here; a finished run is not ours to touch
+        current = instance.get_run_by_id(run.run_id)
+        if current is None or current.status not in IN_FLIGHT:
+            continue
+        message = _message(pids)
+        if current.status == dg.DagsterRunStatus.CANCELING:
+            instance.report_run_canceled(current, message.replace("marked failed", "marked canceled"))
+        else:
+            instance.report_run_failed(current, message)
+        _free_slots(instance, run.run_id)
+        log(f"run {run.run_id} ({run.job_name}): {message}")
+        reaped.append(run.run_id)
+    _free_slots_of_ended_runs(instance, log)
+    return reaped
+
+
+def _free_slots(instance: dg.DagsterInstance, run_id: str) -> None:
+    storage = instance.event_log_storage
+    if storage.supports_global_concurrency_limits:
+        # the claimed slots and the run's steps still queued for one (pending steps), in one call
+        storage.free_concurrency_slots_for_run(run_id)
+
+
+def _free_slots_of_ended_runs(instance: dg.DagsterInstance, log: Callable[[str], Any]) -> None:
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return
+    holders = set(storage.get_concurrency_run_ids())  # runs with pending steps
+    for info in storage.get_concurrency_infos(list(storage.get_concurrency_keys())).values():
+        holders.update(slot.run_id for slot in info.claimed_slots)
+    if not holders:
+        return
+    now = time.time()
+    for record in instance.get_run_records(dg.RunsFilter(run_ids=sorted(holders))):
+        run = record.dagster_run
+        if run.is_finished and record.end_time is not None and now - record.end_time > ENDED_GRACE_S:
+            storage.free_concurrency_slots_for_run(run.run_id)
+            log(f"run {run.run_id} ({run.job_name}) ended ({run.status.value}) but still held pool slots; "
+                "freed them")
+
+
+@dg.sensor(name="dead_run_reaper", minimum_interval_seconds=REAPER_INTERVAL_S,
+           default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Marks runs whose process is gone (killed with kill -9, the OOM killer) as failed "
+                       "and frees their pool slots, so the next run of that pool starts.")
+def dead_run_reaper(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+    reaped = reap_dead_runs(context.instance, log=context.log.warning)
+    if reaped:
+        return dg.SkipReason(f"reported {len(reaped)} run(s) whose process was gone as failed: {', '.join(reaped)}")
+    return dg.SkipReason("every in-flight run's process is alive")
+
+
+def reap_at_load() -> None:
+    """The reap of a CLI process (`dagster asset materialize -m orchestration.definitions`) that
+    loads the code location before it creates its run: quiet, and never fails the load.
+
+    Only with DAGSTER_HOME set and an instance already there (no storage is created as a side
+    effect), and not in a multiprocess step process (its parent orchestrates a live run)."""
+    home = os.environ.get("DAGSTER_HOME")
+    if not home or multiprocessing.parent_process() is not None:
+        return
+    if not ((Path(home) / "dagster.yaml").is_file() or (Path(home) / "storage").is_dir()):
+        return
+    try:
+        with dg.DagsterInstance.get() as instance:
+            reap_dead_runs(instance)
+    except Exception as exc:  # a broken instance shows up when the run is created, with its own error
+        _LOG.debug("dead-run reap at load skipped: %s", exc)
