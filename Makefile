@@ -35,14 +35,19 @@ system-packages:
 	"$${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
 	"$${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$${missing[@]}"
 
+# pip's own chatter (and any build back-end notices) goes to $(VENV)/setup.log; the console gets one
+# line per stage, and the log's end when a stage fails
+SETUP_LOG := $(VENV)/setup.log
 $(STAMP): pyproject.toml Makefile
-	test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
-	$(PIP) install -q -e '.[test]'
-	$(PIP) install -q --no-deps $(EMBEDDED)
-	$(PY) -c "import torch; print('torch', torch.__version__, 'cuda' if torch.cuda.is_available() else 'cpu')"
-	touch $(STAMP)
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@echo "[setup] installing into $(VENV): $(TORCH_SPEC), this project with its test extras, $(EMBEDDED) (log: $(SETUP_LOG))"
+	@{ $(PIP) install -q --upgrade pip && \
+	   $(PIP) install -q $(TORCH_PIP_ARGS) "$(TORCH_SPEC)" && \
+	   $(PIP) install -q -e '.[test]' && \
+	   $(PIP) install -q --no-deps $(EMBEDDED); } > $(SETUP_LOG) 2>&1 || \
+	   { tail -n 40 $(SETUP_LOG); echo "[setup] failed: see $(SETUP_LOG)" >&2; exit 1; }
+	@$(PY) -c "import torch; print('[setup] done: torch', torch.__version__, 'cuda' if torch.cuda.is_available() else 'cpu')"
+	@touch $(STAMP)
 
 test: setup
 	$(PY) -m pytest -q -rs

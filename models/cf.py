@@ -3,7 +3,6 @@ ALS and BPR, and CoLLM's matrix factorisation trained with BCE (PROTOCOLS sectio
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from dataclasses import dataclass, field

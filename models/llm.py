@@ -46,7 +46,7 @@ def _publish(tmp: Path, final: Path) -> Path:
 def convert_embedded(models_dir: Path) -> Path:
     """SmolLM2 GGUF -> safetensors folder under models_dir, once; conversion.json records the
     source and output hashes. Later loads take a fraction of a second instead of ~20 s."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     final = models_dir / EMBEDDED
     if (final / "conversion.json").exists():

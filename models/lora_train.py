@@ -36,7 +36,7 @@ import torch.distributed as dist
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
 from models import data_prep, fingerprint, metrics
-from models.config import Strict
+from models.strict import Strict
 from models.progress import Progress
 from models.llm import LoadedLLM, load
 

@@ -31,7 +31,7 @@ from pydantic import Field, PositiveFloat, PositiveInt
 from safetensors.torch import load_file
 
 from models import fingerprint, metrics
-from models.config import Strict
+from models.strict import Strict
 from models.progress import Progress
 
 

@@ -12,7 +12,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, Field, NonNegativeInt, PositiveInt, create_model, model_validator
 
 from models.cf import CF_MODELS
-from models.config import ConfigError, Strict, validate
+from models.strict import ConfigError, Strict, validate
 from models.collm import VARIANTS
 from models.lora_train import TrainConfig
 from models.merge import MergeSettings
@@ -146,23 +146,27 @@ def _deep_merge(base: dict, change: dict) -> dict:
     return out
 
 
-def _resolve_extends(name: str, raw: dict[str, dict], chain: tuple[str, ...] = ()) -> dict:
+def _resolve_extends(name: str, raw: dict[str, dict], origin: dict[str, Path], chain: tuple[str, ...] = ()) -> dict:
     entry = raw[name]
     if not isinstance(entry, dict) or "extends" not in entry:
         return entry
     parent = entry["extends"]
+    where = f"{origin[name]}: profiles.{name}.extends"
     if parent not in raw:
-        raise ConfigError(f"profiles.{name}.extends: no profile {parent!r} (profiles: {', '.join(sorted(raw))})")
+        close = difflib.get_close_matches(str(parent), list(raw), n=1)
+        raise ConfigError(f"{where}: no profile {parent!r} (profiles: {', '.join(sorted(raw))})"
+                          + (f"; did you mean `{close[0]}`?" if close else ""))
     if parent in chain + (name,):
-        raise ConfigError(f"profiles.{name}.extends: a loop ({' -> '.join(chain + (name, parent))})")
+        raise ConfigError(f"{where}: a loop ({' -> '.join(chain + (name, parent))})")
     rest = {k: v for k, v in entry.items() if k != "extends"}
-    return _deep_merge(_resolve_extends(parent, raw, chain + (name,)), rest)
+    return _deep_merge(_resolve_extends(parent, raw, origin, chain + (name,)), rest)
 
 
 def load_profiles(files: list[Path] | None = None) -> dict[str, Profile]:
     """Every profile of the files, `extends` resolved, validated strictly (all problems in one error)."""
     files = files or profile_files()
     raw: dict[str, dict] = {}
+    origin: dict[str, Path] = {}  # profile -> the file that defines it
     for f in files:
         if not f.exists():
             raise ConfigError(f"profiles file {f} does not exist (LLMREC_PROFILES names it)")
@@ -171,7 +175,8 @@ def load_profiles(files: list[Path] | None = None) -> dict[str, Profile]:
             raise ConfigError(f"{f}: a profiles file holds one key, `profiles: {{name: {{...}}}}` "
                               f"(found {sorted(data) if isinstance(data, dict) else type(data).__name__})")
         raw.update(data.get("profiles") or {})
-    resolved = {name: _resolve_extends(name, raw) for name in raw}
+        origin.update({name: f for name in data.get("profiles") or {}})
+    resolved = {name: _resolve_extends(name, raw, origin) for name in raw}
     return validate(ProfilesFile, {"profiles": resolved}, " + ".join(str(f) for f in files)).profiles
 
 
@@ -202,7 +207,7 @@ README_END = "<!-- profile-schema:end -->"
 
 def profiles_markdown() -> str:
     """The shipped profiles side by side, then every key of the profile schema (for the README)."""
-    from models.config import schema_markdown
+    from models.strict import schema_markdown
 
     shipped = load_profiles([PROFILES_FILE])
     rows = ["| profile | model | steps (base spirit / ingredient / CIE) | batch | valid rows | test rows | lists | "
@@ -220,7 +225,7 @@ def profiles_markdown() -> str:
 def main(argv: list[str]) -> int:
     import sys
 
-    from models.config import between_markers
+    from models.strict import between_markers
 
     if argv == ["--markdown"]:
         sys.stdout.write(profiles_markdown())

@@ -1,7 +1,8 @@
 """Dagster wiring (definitions, resources, partitions, jobs, sensors, profiles). Importing it quiets
-the framework warnings a user of `make demo` or `make ui` can do nothing about, so what the console
-shows is progress and problems with their data or settings."""
+the framework warnings and progress bars a user of `make demo` or `make ui` can do nothing about, so
+what the console shows is progress and problems with their data or settings."""
 
+import os
 import warnings
 
 
@@ -22,3 +23,6 @@ def _quiet_framework_warnings() -> None:
 
 
 _quiet_framework_warnings()
+# transformers draws a progress bar for every model load (dozens per run, a fraction of a second
+# each); the stages log their own progress instead
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

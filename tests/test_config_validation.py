@@ -11,7 +11,8 @@ import yaml
 from pydantic import Field
 
 from models import config as cfgmod
-from models.config import PROJECT_ROOT, ConfigError, Strict, SplitSpec, load_config, validate
+from models.config import PROJECT_ROOT, ConfigError, SplitSpec, load_config
+from models.strict import Strict, validate
 
 SHIPPED = PROJECT_ROOT / "config" / "datasets.yaml"
 BASE = yaml.safe_load(SHIPPED.read_text())
@@ -369,13 +370,13 @@ PROFILE_PROBLEMS = [
     ({"ingredient": {"train": {"lora_rank": 4}}}, "profiles.mine.ingredient.train.lora_rank", "did you mean `lora_r`?"),
     # wrong types and out-of-range values
     ({"valid_rows": 2.5}, "profiles.mine.valid_rows", "fraction in (0, 1]"),
-    ({"train": {"batch_size": -1}}, "profiles.mine.train.batch_size", "greater than 0"),
+    ({"train": {"batch_size": -1}}, "profiles.mine.train.batch_size", "must be > 0 (got -1)"),
     ({"train": {"lr": 0.00001, "min_lr": 0.001}}, "profiles.mine.train", "min_lr 0.001 is above lr"),
-    ({"merge": {"steps": 0}}, "profiles.mine.merge.steps", "greater than 0"),
+    ({"merge": {"steps": 0}}, "profiles.mine.merge.steps", "must be > 0 (got 0)"),
     ({"collm": {"cf_models": ["mff"]}}, "profiles.mine.collm", "unknown CF model(s) ['mff']"),
     ({"collm": {"variant": "t4"}}, "profiles.mine.collm.variant", "two_step"),
     ({"collm": {"backbones": ["cocktial"]}}, "profiles.mine.collm.backbones", "cocktail"),
-    ({"train": {"lora_dropout": 1.5}}, "profiles.mine.train.lora_dropout", "less than 1"),
+    ({"train": {"lora_dropout": 1.5}}, "profiles.mine.train.lora_dropout", "must be < 1.0 (got 1.5)"),
 ]
 
 
@@ -397,7 +398,8 @@ def test_every_problem_of_a_profiles_file_is_listed_at_once(tmp_path, monkeypatc
 
 
 def test_extends_names_an_existing_profile_without_a_loop(tmp_path, monkeypatch):
-    assert "no profile 'dmeo'" in str(profile_problems(tmp_path, monkeypatch, {"x": {"extends": "dmeo"}}))
+    assert "profiles.x.extends: no profile 'dmeo'" in str(profile_problems(tmp_path, monkeypatch,
+                                                                           {"x": {"extends": "dmeo"}}))
     loop = profile_problems(tmp_path, monkeypatch, {"x": {"extends": "y"}, "y": {"extends": "x"}})
     assert "a loop" in str(loop)
 
@@ -428,3 +430,13 @@ def test_run_overrides_are_validated_like_the_file():
     assert profmod.with_overrides(demo, {"train": {"max_steps": 5}}, "run").train.max_steps == 5
     with pytest.raises(ConfigError, match=r"merge\.stepz: unknown key; did you mean `steps`\?"):
         profmod.with_overrides(demo, {"merge": {"stepz": 5}}, "the run config's overrides")
+
+
+def test_the_readme_shows_the_generated_profiles():
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    start, end = readme.index(profmod.README_START), readme.index(profmod.README_END)
+    assert readme[start + len(profmod.README_START):end] == "\n" + profmod.profiles_markdown(), (
+        "the README's profile tables are out of date: run `.venv/bin/python -m models.profiles --readme`")
+    for key in ("max_prompt_tokens", "lora_r", "target_modules", "learn_rows", "task_arithmetic_lambdas",
+                "cf_models", "backbones", "variant", "ranking_users"):
+        assert f"| `{key}` |" in readme

@@ -1,5 +1,6 @@
 """The code location: loads, validates with the dagster CLI, and its asset graph is what we expect."""
 
+import ast
 import os
 import subprocess
 import sys
@@ -92,3 +93,32 @@ def test_unknown_domain_dataset_is_a_clear_error(tmp_path):
                    "    split: {protocol: leave_one_out}\ndomains:\n  x: {dataset: nope}\n")
     with pytest.raises(ConfigError, match="domains.x.dataset='nope'"):
         load_config(cfg)
+
+
+def _functions(path: Path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            yield node
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_the_layers_hold():
+    """assets/ is Dagster wiring (no function over 60 lines); models/ and sql/ never import Dagster;
+    the Pipes trainer imports models/ only (and dagster_pipes, the other end of the pipe)."""
+    long = [f"{f.name}:{fn.lineno} {fn.name} ({fn.end_lineno - fn.lineno + 1} lines)"
+            for f in sorted((PROJECT_ROOT / "assets").glob("*.py")) for fn in _functions(f)
+            if fn.end_lineno - fn.lineno + 1 > 60]
+    assert not long, long
+    for f in [*(PROJECT_ROOT / "models").glob("*.py"), *(PROJECT_ROOT / "sql").glob("*.py")]:
+        assert not {n for n in _imports(f) if n.split(".")[0] == "dagster"}, f.name
+    pipes = {n.split(".")[0] for n in _imports(PROJECT_ROOT / "orchestration" / "pipes_train.py")}
+    assert pipes <= {"__future__", "pathlib", "dagster_pipes", "models"}, pipes
