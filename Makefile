@@ -55,8 +55,12 @@ test: setup
 demo: $(STAMP) instance
 	$(PY) -m orchestration.demo
 
+# the console keeps warnings and errors (sensor and daemon ticks are in the UI); `dagster dev`'s notice
+# that a newer CLI exists (`dg dev`, not installed here) is not for users
 ui: $(STAMP) instance
-	$(VENV)/bin/dagster dev -h 127.0.0.1 -p $${PORT:-3000}
+	@echo "[ui] the Dagster UI (webserver and daemon) on http://127.0.0.1:$${PORT:-3000}; Ctrl-C stops both"
+	PYTHONWARNINGS="ignore::FutureWarning:click.core" $(VENV)/bin/dagster dev -h 127.0.0.1 -p $${PORT:-3000} \
+		--log-level warning
 
 # the instance settings (pools, run queue) unless $(DAGSTER_HOME)/dagster.yaml already says something
 instance:

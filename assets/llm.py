@@ -88,42 +88,42 @@ def ingredient_lora(context: dg.AssetExecutionContext, project: ProjectResource,
     return per_domain(context, lambda d: _train(context, project, prof, config, {d: _noun(project, d)}, "ingredient"))
 
 
+def _each_domain(context, project: ProjectResource, config: LLMRunConfig, stage: str, run, version_key: str):
+    """`run(workspace, domain, item noun, profile, log) -> metadata` for every domain of the run, with
+    the profile (after the run's overrides) the stage read; the data version is `version_key`'s hash."""
+    prof = run_profile(project.profile, config, context.log)
+    ws = Workspace(project.root)
+
+    def one(d: str) -> tuple[dict, str]:
+        md = run(ws, d, _noun(project, d), prof, context.log.info)
+        return _with_settings(md, prof, config, stage), md[version_key][:16]
+
+    return per_domain(context, one)
+
+
 @meta.classify_failures
 def cocktail_model(context: dg.AssetExecutionContext, project: ProjectResource,
                    config: LLMRunConfig) -> dg.MaterializeResult:
-    prof = run_profile(project.profile, config, context.log)
-
-    def one(d: str) -> tuple[dict, str]:
-        md = cocktail.make_cocktail(Workspace(project.root), d, _noun(project, d), prof, log=context.log.info)
-        return _with_settings(md, prof, config, "cocktail"), md["model_sha256"][:16]
-
-    return per_domain(context, one)
+    return _each_domain(context, project, config, "cocktail", cocktail.make_cocktail, "model_sha256")
 
 
 @meta.classify_failures
 def llm_scores_asset(context: dg.AssetExecutionContext, project: ProjectResource,
                      config: LLMRunConfig) -> dg.MaterializeResult:
-    prof = run_profile(project.profile, config, context.log)
-    ws = Workspace(project.root)
-    base = adapters.load_base(ws, prof)  # unchanged by scoring: loaded once for every domain of the run
+    base: dict = {}
 
-    def one(d: str) -> tuple[dict, str]:
-        md = llm_scores.score_methods(ws, d, _noun(project, d), prof, base, log=context.log.info)
-        return _with_settings(md, prof, config, "llm_scores"), md["scores_sha256"][:16]
+    def score(ws: Workspace, d: str, noun: str, prof: Profile, log) -> dict:
+        if "llm" not in base:  # unchanged by scoring: loaded once for every domain of the run
+            base["llm"] = adapters.load_base(ws, prof)
+        return llm_scores.score_methods(ws, d, noun, prof, base["llm"], log)
 
-    return per_domain(context, one)
+    return _each_domain(context, project, config, "llm_scores", score, "scores_sha256")
 
 
 @meta.classify_failures
 def collm_cie(context: dg.AssetExecutionContext, project: ProjectResource,
               config: LLMRunConfig) -> dg.MaterializeResult:
-    prof = run_profile(project.profile, config, context.log)
-
-    def one(d: str) -> tuple[dict, str]:
-        md = collm_train.train_and_score(Workspace(project.root), d, _noun(project, d), prof, log=context.log.info)
-        return _with_settings(md, prof, config, "collm"), md["scores_sha256"][:16]
-
-    return per_domain(context, one)
+    return _each_domain(context, project, config, "collm", collm_train.train_and_score, "scores_sha256")
 
 
 def build_llm_assets(cfg: ProjectConfig, lineage: _lineage.LLMLineage) -> list:

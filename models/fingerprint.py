@@ -53,6 +53,21 @@ def folder_digest(folder: Path) -> str:
     return digest([[str(p.relative_to(folder)), file_sha256(p)] for p in files])
 
 
+def set_aside(path: Path) -> Path:
+    """Move another run's checkpoint out of the way (to `<name>.set-aside`, replacing an older one),
+    kept for inspection rather than deleted."""
+    import shutil
+
+    path = Path(path)
+    aside = path.with_name(path.name + ".set-aside")
+    if aside.is_dir():
+        shutil.rmtree(aside)
+    elif aside.exists():
+        aside.unlink()
+    path.rename(aside)
+    return aside
+
+
 def read_json(path: Path) -> dict | None:
     """A JSON record, or None when it is missing or unreadable (a half-written file counts as missing)."""
     try:

@@ -23,7 +23,6 @@ import json
 import math
 import os
 import random
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -186,12 +185,12 @@ def _trainable_state(head: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in head.named_parameters() if v.requires_grad}
 
 
-def _save_checkpoint(path: Path, head: torch.nn.Module, opt, state: dict, fingerprint: str) -> None:
+def _save_checkpoint(path: Path, head: torch.nn.Module, opt, state: dict, fp: str) -> None:
     """Everything a new process needs to continue exactly, and the fingerprint of the run that may
     continue it; written beside, then renamed."""
     tmp = data_prep.fresh_dir(path)
     torch.save({"trainable": _trainable_state(head), "optimizer": opt.state_dict(), "state": state,
-                "fingerprint": fingerprint,
+                "fingerprint": fp,
                 "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}},
                tmp / "checkpoint.pt")
     data_prep.replace_dir(tmp, path)
@@ -251,10 +250,7 @@ def _open_checkpoint(ckpt: Path, fp: str, log: Callable[[str], None]) -> bool:
     theirs = _checkpoint_fingerprint(ckpt)
     if theirs == fp:
         return True
-    aside = ckpt.with_name(ckpt.name + ".set-aside")
-    if aside.exists():
-        shutil.rmtree(aside)
-    ckpt.rename(aside)
+    aside = fingerprint.set_aside(ckpt)
     log(f"set aside {ckpt} as {aside.name}: it was written by a run with other inputs (fingerprint "
         f"{(theirs or 'none')[:12]}, this run {fp[:12]}: model, data, settings or code differ); training from step 0")
     return False

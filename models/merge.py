@@ -281,7 +281,7 @@ def _open_checkpoint(path: Path | None, fp: str, log: Callable[[str], None]) -> 
         log(f"resuming the merge from {path}: {len(record['fixed'])} fixed candidates and "
             f"{len(record['learned'])} learning rates already done")
         return record
-    path.replace(path.with_name(path.name + ".set-aside"))
+    fingerprint.set_aside(path)
     log(f"set aside {path}: written by a merge with other inputs (model, adapters, prompts, settings or code); "
         "starting the merge from the beginning")
     return fresh

@@ -12,10 +12,10 @@ import yaml
 from pydantic import AfterValidator, BaseModel, Field, NonNegativeInt, PositiveInt, create_model, model_validator
 
 from models.cf import CF_MODELS
-from models.strict import ConfigError, Strict, validate
 from models.collm import VARIANTS
 from models.lora_train import TrainConfig
 from models.merge import MergeSettings
+from models.strict import ConfigError, Strict, validate
 
 
 # a profile's per-kind `train` entries: any TrainConfig field, each optional (None: the profile's `train`)
@@ -23,6 +23,7 @@ TrainOverrides = create_model(
     "TrainOverrides", __base__=Strict, __doc__="Changes to the profile's `train` for one kind of training.",
     **{name: (Optional[f.annotation], Field(None, description=f.description))
        for name, f in TrainConfig.model_fields.items()})
+
 
 def _fraction_at_most_one(v):
     if isinstance(v, float) and not 0 < v <= 1:

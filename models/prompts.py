@@ -4,7 +4,10 @@ collaborative-ID placeholders (CoLLM step 2), with the domain's item noun and a 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # `\n` is a real newline here; the authors' files had a literal backslash-n (ours, documented).
 TEXT_TEMPLATE = (

@@ -160,16 +160,21 @@ def plot_roc(test: pl.DataFrame, methods: list[MethodScores], path: Path) -> Pat
     masks = subset_masks(test)
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), sharey=True)
     for ax, subset in zip(axes, SUBSETS):
+        drawn = 0
         for m in methods:
             sel = masks[subset] & ~np.isnan(m.pointwise)
             if sel.sum() == 0 or labels[sel].min() == labels[sel].max():
                 continue
             fpr, tpr, _ = roc_curve(labels[sel], m.pointwise[sel])
             ax.plot(fpr, tpr, label=f"{m.name} ({metrics.auc(labels[sel], m.pointwise[sel]):.3f})")
+            drawn += 1
         ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
         ax.set_title(f"ROC, {subset} test rows ({int(masks[subset].sum())})")
         ax.set_xlabel("false positive rate")
-        ax.legend(fontsize=8, loc="lower right")
+        if drawn:
+            ax.legend(fontsize=8, loc="lower right")
+        else:  # e.g. a subset of one row: no curve exists
+            ax.text(0.5, 0.5, "no rows with both labels", ha="center", va="center", color="grey")
     axes[0].set_ylabel("true positive rate")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
