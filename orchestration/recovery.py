@@ -42,11 +42,18 @@ REAPER_INTERVAL_S = 15
 _LOG = logging.getLogger("llmrec.recovery")
 
 
+def _threads(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return 0
+
+
 def process_start_time(pid: int) -> str | None:
     """The kernel's start time of `pid` (clock ticks since boot), None when no such live process.
 
-    A zombie (killed, not yet waited for by its parent) counts as gone: it runs nothing and holds
-    no lock. Without /proc (macOS) the start time is "?" and only the pid's existence is checked."""
+    A zombie (killed, not yet waited for by its parent) counts as gone once all its threads are: it
+    runs nothing and holds no lock. Without /proc (macOS) the start time is "?" and only the pid's existence is checked."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except FileNotFoundError:
@@ -55,7 +62,9 @@ def process_start_time(pid: int) -> str | None:
         return _exists_without_proc(pid)
     # the command name (field 2) is in parentheses and may itself contain spaces or ')'
     fields = stat[stat.rindex(")") + 2:].split()
-    if fields[0] in ("Z", "X"):
+    if fields[0] in ("Z", "X") and _threads(pid) <= 1:
+        # the main thread of a multithreaded process shows Z while another thread is still being
+        # killed (and may still hold a file lock); gone once no thread is left
         return None
     return fields[19]  # field 22 of proc(5): starttime
 

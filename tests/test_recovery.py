@@ -181,7 +181,7 @@ def _kill_group(proc: subprocess.Popen) -> None:
         left = []
         for p in psutil.process_iter(["status"]):
             try:
-                if os.getpgid(p.pid) == proc.pid and p.info["status"] != psutil.STATUS_ZOMBIE:
+                if os.getpgid(p.pid) == proc.pid and not _exited(p):
                     left.append(p.pid)
             except (ProcessLookupError, psutil.Error):
                 pass
@@ -189,6 +189,17 @@ def _kill_group(proc: subprocess.Popen) -> None:
             return
         assert time.monotonic() < deadline, f"processes {left} survived kill -9"
         time.sleep(0.1)
+
+
+def _exited(p: psutil.Process) -> bool:
+    """All of the process's threads are gone. A multithreaded process whose main thread died shows as a
+    zombie while another thread (DuckDB's, mid-write) is still being killed, holding the file lock."""
+    if p.info["status"] != psutil.STATUS_ZOMBIE:
+        return False
+    try:
+        return len(os.listdir(f"/proc/{p.pid}/task")) <= 1
+    except FileNotFoundError:
+        return True
 
 
 def _raw_rows(tmp_path: Path) -> int:
