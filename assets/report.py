@@ -14,7 +14,7 @@ from models import data_prep, fingerprint, report
 from models.config import PROJECT_ROOT, ProjectConfig
 from models.workspace import Workspace
 from orchestration.partitions import domain_partitions
-from orchestration.profiles import profile
+from models.profiles import get_profile
 from orchestration.resources import ProjectResource
 
 CODE_VERSION = meta.code_version(report)
@@ -87,7 +87,7 @@ def _lineage_of_inputs(context, ws: Workspace, domain: str, scores_lineage: list
 def _settings(context, project: ProjectResource, domain: str) -> dict:
     """The exact settings and environment the report records beside its numbers."""
     pcfg, ev = project.config, project.config.evaluation
-    return {"domain": domain, "profile": project.profile, "llm": profile(project.profile).model,
+    return {"domain": domain, "profile": project.profile, "llm": get_profile(project.profile).model,
             "warm_threshold": pcfg.warm_threshold, "history_length": pcfg.history_length,
             "split": pcfg.domains[domain].split.__dict__, "cf": pcfg.cf,
             **{k: v for k, v in ev.items() if k != "floors"}, "code_version": CODE_VERSION,

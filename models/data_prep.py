@@ -401,7 +401,6 @@ def _validate_interactions(con: duckdb.DuckDBPyConnection, ds: DatasetConfig) ->
 @dataclass
 class IngestReport:
     dataset: str
-    files: dict[str, str]  # path -> sha256
     interaction_rows_read: int
     item_rows_read: int
     interactions_loaded: int
@@ -444,7 +443,6 @@ def ingest_dataset(con: duckdb.DuckDBPyConnection, ds: DatasetConfig) -> IngestR
     loaded_it = con.execute("SELECT count(*) FROM raw_items WHERE dataset = $d", {"d": ds.name}).fetchone()[0]
     return IngestReport(
         dataset=ds.name,
-        files={str(p): c.sha256 for p, c in contents.items()},
         interaction_rows_read=n_inter,
         item_rows_read=n_items,
         interactions_loaded=loaded_i,

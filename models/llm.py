@@ -98,9 +98,12 @@ def make_tiny_model(final: Path, hidden_size: int = 64, layers: int = 2, seed: i
     return _publish(tmp, final)
 
 
-def make_smoke_model(models_dir: Path, seed: int = 0) -> Path:
+SMOKE_RECIPE = {"hidden_size": 64, "layers": 2, "seed": 0}  # the smoke model is known by how it is made
+
+
+def make_smoke_model(models_dir: Path) -> Path:
     """The smoke profile's model: a 2-layer, 64-wide random Llama with SmolLM2's tokenizer."""
-    return make_tiny_model(models_dir / SMOKE, 64, 2, seed)
+    return make_tiny_model(models_dir / SMOKE, **SMOKE_RECIPE)
 
 
 def resolve_model_path(setting: str, models_dir: Path) -> Path:
@@ -153,7 +156,7 @@ def model_identity(setting: str, models_dir: Path) -> dict:
                 "weights_sha256": _cached_sha256(src, models_dir / HASH_CACHE)}
     if setting == SMOKE:
         return {"name": SMOKE, "path": str(models_dir / SMOKE),
-                "weights_sha256": "recipe:" + json.dumps({"hidden_size": 64, "layers": 2, "seed": 0})}
+                "weights_sha256": "recipe:" + json.dumps(SMOKE_RECIPE)}
     path = resolve_model_path(setting, models_dir)  # a folder with a config.json, or a clear error
     return {"name": path.name, "path": str(path.resolve()), "weights_sha256": _folder_weights_sha256(path),
             "config_sha256": _sha256(path / "config.json")}

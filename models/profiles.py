@@ -198,7 +198,7 @@ def get_profile(name: str, overrides: dict | None = None, source: str = "run con
                           f"choose one of {', '.join(profiles)}" + (f" (did you mean `{close[0]}`?)" if close else ""))
     p = profiles[name]
     if os.environ.get("LLMREC_MODEL"):
-        p = validate(Profile, {**p.model_dump(mode="json"), "model": os.environ["LLMREC_MODEL"]}, "LLMREC_MODEL")
+        p = with_overrides(p, {"model": os.environ["LLMREC_MODEL"]}, "LLMREC_MODEL")
     return with_overrides(p, overrides or {}, source)
 
 

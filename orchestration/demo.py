@@ -15,7 +15,7 @@ from orchestration.definitions import build_definitions
 from orchestration import jobs
 from orchestration.jobs import (evaluate_domain, materialize_dataset, materialize_domain, summarize,
                                 train_base_spirit)
-from orchestration.profiles import profile
+from models.profiles import get_profile
 from orchestration.recovery import reap_dead_runs
 
 
@@ -42,7 +42,7 @@ def main() -> int:
                   for e in result.get_asset_materialization_events()}["temporal_split"]
             rows.append((dom, cfg.domains[dom].role, *(md[f"{s}/rows"].value for s in ("train", "valid", "test")),
                          md["test/not_cold"].value, md["test/warm"].value, md["path"].value))
-        llm_domains = profile(settings.profile).llm_domains
+        llm_domains = get_profile(settings.profile).llm_domains
         llm_domains = sorted(cfg.domains) if llm_domains is None else [d for d in llm_domains if d in cfg.domains]
         if llm_domains:
             print(f"[demo] base spirit LoRA ({settings.profile} profile)", flush=True)

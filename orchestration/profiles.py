@@ -29,8 +29,3 @@ def run_profile(name: str, config: LLMRunConfig | None = None, log=None) -> Prof
     if overrides and log is not None:
         log.info(f"profile {name!r} with this run's overrides {overrides}")
     return prof
-
-
-def profile(name: str) -> Profile:
-    """The named profile as the environment sets it (no per-run overrides)."""
-    return get_profile(name)

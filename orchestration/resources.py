@@ -49,11 +49,6 @@ class ProjectResource(dg.ConfigurableResource):
     def landing(self) -> Path:
         return Path(self.landing_dir) if self.landing_dir else self.root / "landing"
 
-    def artifact_dir(self, *parts: str) -> Path:
-        path = self.root.joinpath(*parts)
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-
     def connect(self, read_only: bool = False) -> duckdb.DuckDBPyConnection:
         """Open the warehouse, waiting (with backoff) while another process holds the write lock."""
         deadline = time.monotonic() + self.lock_wait_s
