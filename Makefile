@@ -52,8 +52,9 @@ $(STAMP): pyproject.toml Makefile
 test: setup
 	$(PY) -m pytest -q -rs
 
+# DEMO_ARGS=--listwise-only: RecCocktail's listwise stages without the pointwise LLM ones
 demo: $(STAMP) instance
-	$(PY) -m orchestration.demo
+	$(PY) -m orchestration.demo $(DEMO_ARGS)
 
 # the console keeps warnings and errors (sensor and daemon ticks are in the UI); `dagster dev`'s notice
 # that a newer CLI exists (`dg dev`, not installed here) is not for users

@@ -29,7 +29,8 @@ def ranking_candidates(context: dg.AssetExecutionContext, project: ProjectResour
 
 @meta.classify_failures
 def cf_embeddings(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
-    md = cf.fit_domain(Workspace(project.root), context.partition_key, project.config.cf, log=context.log.info)
+    md = cf.fit_domain(Workspace(project.root), context.partition_key,
+                       project.config.cf_for(context.partition_key), log=context.log.info)
     return dg.MaterializeResult(metadata=meta.metadata_values(md), data_version=dg.DataVersion(md["scores_sha256"][:16]))
 
 

@@ -58,14 +58,14 @@ def _train(context, project: ProjectResource, prof: Profile, config: LLMRunConfi
     """(metadata, data version) of one adapter, trained in process or, with LLMREC_TRAIN_PIPES=1, by
     the same trainer in a subprocess whose progress and metadata come back over Dagster Pipes."""
     if project.train_pipes:
-        extras = {"data_dir": project.data_dir, "domains": domains, "kind": kind,
+        extras = {"data_dir": project.data_dir, "config_path": project.config_path, "domains": domains, "kind": kind,
                   "profile": prof.model_dump(mode="json")}
         reported = dg.PipesSubprocessClient(cwd=str(PROJECT_ROOT)).run(
             context=context, command=[sys.executable, "-m", "orchestration.pipes_train"], extras=extras,
         ).get_materialize_result()
         md = {**reported.metadata, **_with_settings({}, prof, config, kind)}
         return md, reported.data_version.value
-    md = adapters.train_adapter(Workspace(project.root), domains, kind, prof, log=context.log.info)
+    md = adapters.train_adapter(Workspace(project.root), domains, kind, prof, log=context.log.info, cfg=project.config)
     return _with_settings(md, prof, config, kind), md["adapter_sha256"][:16]
 
 
@@ -135,7 +135,9 @@ def build_llm_assets(cfg: ProjectConfig, lineage: _lineage.LLMLineage) -> list:
         name="base_spirit_lora", deps=[dg.AssetDep("temporal_split", partition_mapping=dg.AllPartitionMapping())],
         code_version=lineage.code_version("base_spirit", adapters), kinds={"pytorch", "peft"}, **common,
         description=f"One LoRA adapter trained on the train prompts of the general domains "
-                    f"({', '.join(general) or 'none configured'}), in PEFT format under adapters/base_spirit.",
+                    f"({', '.join(general) or 'none configured'}; without any user of a cocktail domain), in PEFT "
+                    "format under adapters/base_spirit; metadata `overlap/<target>/...` says what its rows share "
+                    "with each target (our pointwise adaptation of RecCocktail's base spirit).",
     )(base_spirit_lora)
     ingredient = dg.asset(
         name="ingredient_lora", deps=["temporal_split"], code_version=lineage.code_version("ingredient", adapters),

@@ -10,7 +10,7 @@ import dagster as dg
 import polars as pl
 
 from assets import _lineage, _metadata as meta
-from models import data_prep, fingerprint, report
+from models import base_spirit, data_prep, fingerprint, listwise_report, report
 from models.config import PROJECT_ROOT, ProjectConfig
 from models.workspace import Workspace
 from orchestration.partitions import domain_partitions
@@ -79,7 +79,7 @@ def _lineage_of_inputs(context, ws: Workspace, domain: str, scores_lineage: list
              {"asset": "temporal_split", "path": str(ws.split_path(domain))}]
     lineage = [{**f, "sha256": data_prep.file_sha256(f["path"])} for f in files] + scores_lineage
     for item in lineage:
-        m = latest_materialization(context.instance, item["asset"], domain)
+        m = latest_materialization(context.instance, item["asset"], None if item.get("unpartitioned") else domain)
         item["data_version"] = (m.tags or {}).get("dagster/data_version", "") if m else ""
     return lineage
 
@@ -89,7 +89,7 @@ def _settings(context, project: ProjectResource, domain: str) -> dict:
     pcfg, ev = project.config, project.config.evaluation
     return {"domain": domain, "profile": project.profile, "llm": get_profile(project.profile).model,
             "warm_threshold": pcfg.warm_threshold, "history_length": pcfg.history_length,
-            "split": pcfg.domains[domain].split.__dict__, "cf": pcfg.cf,
+            "split": pcfg.domains[domain].split.__dict__, "cf": pcfg.cf_for(domain),
             **{k: v for k, v in ev.items() if k != "floors"}, "code_version": CODE_VERSION,
             "environment": _lineage.environment(PROJECT_ROOT),
             "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "run_id": context.run_id}
@@ -106,20 +106,45 @@ def _previous_metrics(context, domain: str) -> dict | None:
     return None if record is None else record["metrics"]
 
 
+# adapter kind -> the asset that trains it (its training_rows.parquet is the overlap's input)
+BASE_SPIRIT_ASSETS = {"base_spirit": "base_spirit_lora", "listwise_base_spirit": "listwise_base_spirit"}
+
+
 @meta.classify_failures
 def evaluation_report(context: dg.AssetExecutionContext, project: ProjectResource):
     domain, pcfg = context.partition_key, project.config
     ev, ws = pcfg.evaluation, Workspace(project.root)
     test = ws.read_split(domain).filter(pl.col("split") == "test")
     methods, scores_lineage = report.load_scores(ws, domain, test.height, log=context.log.warning)
-    lineage = _lineage_of_inputs(context, ws, domain, scores_lineage)
+    overlaps = {kind: base_spirit.overlap_of(ws, pcfg, kind, domain)
+                for kind in ("base_spirit", "listwise_base_spirit") if pcfg.domains[domain].role != "general"}
+    lines, lw_metrics, lw_lineage = listwise_report.section(ws, domain, test, ev, pcfg.domains[domain].reference,
+                                                            get_profile(project.profile).model,
+                                                            log=context.log.warning)
+    extra = {"base_spirit_overlap": {k: v for k, v in overlaps.items() if v is not None}}
+    rows_files = [{"asset": BASE_SPIRIT_ASSETS[kind], "path": str(p), "sha256": data_prep.file_sha256(p),
+                   "unpartitioned": True}
+                  for kind in extra["base_spirit_overlap"] if (p := ws.adapter_dir(kind) / base_spirit.ROWS_FILE)]
+    lineage = _lineage_of_inputs(context, ws, domain,
+                                 scores_lineage + ([lw_lineage] if lw_lineage else []) + rows_files)
+    sections = (base_spirit.overlap_markdown(extra["base_spirit_overlap"])
+                + report.pointwise_cocktail_note([m.name for m in methods]) + lines)
+    if lw_metrics:
+        extra["listwise"] = lw_metrics
     written = report.write_report(ws.reports_dir(domain), domain, test, methods, _settings(context, project, domain),
                                   lineage, pcfg.domains[domain].reference, ev,
-                                  pcfg.domains[domain].split.protocol == "leave_one_out", context.run_id)
+                                  pcfg.domains[domain].split.protocol == "leave_one_out", context.run_id,
+                                  sections=sections, extra=extra)
     checks = gate_results(written.result, [m.name for m in methods], (ev.get("floors") or {}).get(domain, {}),
                           _previous_metrics(context, domain), float(ev["regression_tolerance"]))
+    headline = {f"listwise/{m}/{sub}/{k}": round(e[sub][k]["value"], 4) for m, e in lw_metrics.get("metrics", {}).items()
+                for sub in ("all", "warm", "cold") for k in e[sub] if k in ("generated_hr@1", "generated_ndcg@3")
+                or k.startswith("likelihood_ndcg@") if not math.isnan(e[sub][k]["value"])}
+    headline.update({f"{kind}_overlap/{k}": v for kind, stats in extra["base_spirit_overlap"].items()
+                     for k, v in stats.items()})
     yield dg.MaterializeResult(
         metadata={"report": dg.MetadataValue.md(written.markdown), **report.headline_numbers(written.result),
+                  **headline,
                   "methods": len(methods), "test_rows": test.height,
                   **meta.metadata_values({"report_path": written.report_path, "metrics_json": written.metrics_path,
                                           "metrics_snapshot": written.history_path,
@@ -151,11 +176,13 @@ def build_report_assets(cfg: ProjectConfig) -> list:
     common = dict(code_version=CODE_VERSION, retry_policy=meta.TRANSIENT_RETRY, kinds={"markdown"},
                   group_name="evaluation")
     domain_report = dg.asset(
-        name="evaluation_report", deps=["temporal_split", "ranking_candidates", *report.SCORE_SOURCES],
+        name="evaluation_report", deps=["temporal_split", "ranking_candidates", *report.SCORE_SOURCES,
+                                        "listwise_scores", *BASE_SPIRIT_ASSETS.values()],
         partitions_def=domain_partitions(cfg), **common,
         check_specs=[dg.AssetCheckSpec(name, asset="evaluation_report") for name in CHECKS],
         description="Every method by AUC, UAUC, HR@k and NDCG@k on all / warm / cold test rows with 95 % "
-                    "bootstrap intervals; ROC and metric plots; report.md and metrics.json in `reports/<domain>/` "
+                    "bootstrap intervals; RecCocktail's listwise table (generated and likelihood HR/NDCG, warm and "
+                    "cold, the base spirit's overlap) where listwise_scores ran; ROC and metric plots; report.md and metrics.json in `reports/<domain>/` "
                     "with the lineage of every input, the exact settings and the environment (libraries, device, "
                     "dtype, git commit).",
     )(evaluation_report)

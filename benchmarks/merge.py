@@ -76,7 +76,8 @@ def main() -> int:
         mix = merge.Mixture(mixed.model, [merge.Adapter.load(n, f) for n, f in folders.items()])
         encode = lambda ps: mixed.tokenizer(list(ps), return_tensors="pt", padding=True).to(mixed.device)  # noqa: E731
         t0 = time.perf_counter()
-        merge.learn_weights(mix, encode, learn_p, mixed.yes_id, lr=0.05, steps=args.learn_steps, batch_size=8, seed=0)
+        merge.learn_weights(mix, merge.yes_entropy(encode, mixed.yes_id), learn_p, lr=0.05, steps=args.learn_steps,
+                            batch_size=8, seed=0)
         learn_s = (time.perf_counter() - t0) / args.learn_steps
         mixture_scores = scorer.score(mixed, score_p)
         dense = llm_mod.load(merge.save_dense(mix, mixed.tokenizer, tmp / "dense"), device=args.device)

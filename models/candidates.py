@@ -7,8 +7,10 @@ import numpy as np
 import polars as pl
 
 
-def sample_candidates(split: pl.DataFrame, n_negatives: int = 29, seed: int = 2023) -> pl.DataFrame:
-    """One row per test row: `row` (its position among the test rows), `user_id`, `candidates`
+def sample_candidates(split: pl.DataFrame, n_negatives: int = 29, seed: int = 2023, part: str = "test",
+                      positions=None) -> pl.DataFrame:
+    """One row per row of `part` (test by default; only the rows at `positions` when given):
+    `row` (its position among them), `user_id`, `candidates`
     (the target item first, then the negatives). Labels are not read: which rows count as
     ranking targets (the positives) is decided by the report, the only reader of test labels."""
     items = np.sort(split["item_id"].unique().to_numpy()).astype(str)
@@ -16,10 +18,13 @@ def sample_candidates(split: pl.DataFrame, n_negatives: int = 29, seed: int = 20
     seen: dict[str, set[int]] = {}
     for user, item in split.select("user_id", "item_id").iter_rows():
         seen.setdefault(user, set()).add(item_index[item])
-    test = split.filter(pl.col("split") == "test").select("user_id", "item_id")
+    test = split.filter(pl.col("split") == part).select("user_id", "item_id")
     rng = np.random.default_rng(seed)
     rows = []
+    keep = None if positions is None else set(int(p) for p in positions)
     for k, (user, item) in enumerate(test.iter_rows()):
+        if keep is not None and k not in keep:
+            continue
         excluded = seen[user]
         available = len(items) - len(excluded)
         if available < n_negatives:

@@ -5,12 +5,13 @@ model; and the dense models of every merge method for scoring. No Dagster here."
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from models import data_prep, fingerprint, llm as llm_mod, merge, scorer
+from models import data_prep, fingerprint, llm as llm_mod, merge, metrics, scorer
 from models.adapters import builder, load_base
 from models.profiles import Profile
 from models.workspace import Workspace
@@ -18,37 +19,69 @@ from models.workspace import Workspace
 ADAPTERS = ("base_spirit", "ingredient")  # the mixture's adapter names, in MergeMethod's (a, b) order
 
 
-def adapter_folders(ws: Workspace, domain: str) -> dict[str, Path]:
-    folders = {"base_spirit": ws.adapter_dir("base_spirit") / "adapter",
-               "ingredient": ws.adapter_dir("ingredient", domain) / "adapter"}
+TASKS = ("pointwise", "listwise")  # pointwise: our Yes/No adaptation (PROTOCOLS 8); listwise: as published (7)
+
+
+def kind_name(kind: str, task: str) -> str:
+    """The adapter folder of `kind` for a task: base_spirit / listwise_base_spirit, and so on."""
+    return kind if task == "pointwise" else f"listwise_{kind}"
+
+
+def cocktail_dir(ws: Workspace, domain: str, task: str = "pointwise") -> Path:
+    return ws.cocktail_dir(domain) if task == "pointwise" else ws.dir("models", "listwise_cocktail", domain)
+
+
+def adapter_folders(ws: Workspace, domain: str, task: str = "pointwise") -> dict[str, Path]:
+    folders = {name: (ws.adapter_dir(kind_name(name, task)) if name == "base_spirit" else
+                      ws.adapter_dir(kind_name(name, task), domain)) / "adapter" for name in ADAPTERS}
     for name, folder in folders.items():
-        ws.require(folder, f"{name}_lora", None if name == "base_spirit" else domain)
+        asset = f"{kind_name(name, task)}_lora" if task == "pointwise" else kind_name(name, task)
+        ws.require(folder, asset, None if name == "base_spirit" else domain)
     return folders
 
 
-def mixture(ws: Workspace, domain: str, prof: Profile) -> tuple[llm_mod.LoadedLLM, merge.Mixture, dict]:
+def mixture(ws: Workspace, domain: str, prof: Profile, task: str = "pointwise"
+            ) -> tuple[llm_mod.LoadedLLM, merge.Mixture, dict]:
     """A fresh base LLM with the base spirit and the domain's ingredient mixed in every adapted
     module; returns it with the adapters' folder digests."""
     loaded = load_base(ws, prof)
-    folders = adapter_folders(ws, domain)
+    folders = adapter_folders(ws, domain, task)
     adapters = [merge.Adapter.load(name, folders[name]) for name in ADAPTERS]
     return loaded, merge.Mixture(loaded.model, adapters, prof.merge.temperature), \
         {name: fingerprint.folder_digest(f) for name, f in folders.items()}
 
 
-def fixed_weights(ws: Workspace, domain: str) -> dict[str, dict[str, float]]:
-    """merge method -> the fixed weights it chose (the learned merge has none: it is the dense model)."""
-    record = fingerprint.read_json(ws.require(ws.cocktail_dir(domain) / "merge.json", "cocktail_model", domain))
+def fixed_weights(ws: Workspace, domain: str, task: str = "pointwise") -> dict[str, dict]:
+    """merge method -> the fixed weights or PEFT combination it chose (the learned merge has none: it is the dense model)."""
+    record = fingerprint.read_json(ws.require(cocktail_dir(ws, domain, task) / "merge.json",
+                                              "cocktail_model" if task == "pointwise" else "listwise_cocktail", domain))
     return {r["method"]: r["weights"] for r in record["results"] if r["weights"] is not None}
 
 
-def dense_model(ws: Workspace, domain: str, prof: Profile, how: dict | Path | None) -> llm_mod.LoadedLLM:
+def combined_model(ws: Workspace, domain: str, prof: Profile, how: dict, task: str = "pointwise") -> llm_mod.LoadedLLM:
+    """The two adapters combined by PEFT (TIES, DARE: `how`) and folded into a fresh base model."""
+    loaded = load_base(ws, prof)
+    folders = adapter_folders(ws, domain, task)
+    adapter, loaded.model = merge.peft_combination(loaded.model, folders, how, prof.merge.seed)
+    mix = merge.Mixture(loaded.model, [adapter], prof.merge.temperature)
+    mix.set_fixed({adapter.name: 1.0})
+    mix.to_dense()
+    loaded.model.eval()
+    loaded.identity = {**loaded.identity, "adapters": {n: fingerprint.folder_digest(f) for n, f in folders.items()},
+                       "combination": how}
+    return loaded
+
+
+def dense_model(ws: Workspace, domain: str, prof: Profile, how: dict | Path | None,
+                task: str = "pointwise") -> llm_mod.LoadedLLM:
     """A dense model: None = the base LLM, a folder = that model, a dict = the two adapters mixed with
-    these fixed weights and folded in. Its `identity` says which."""
+    these fixed weights (or combined by PEFT) and folded in. Its `identity` says which."""
     if how is None:
         return load_base(ws, prof)
+    if merge.is_combination(how):
+        return combined_model(ws, domain, prof, how, task)
     if isinstance(how, dict):
-        loaded, mix, digests = mixture(ws, domain, prof)
+        loaded, mix, digests = mixture(ws, domain, prof, task)
         mix.set_fixed(how)
         mix.to_dense()
         loaded.model.eval()
@@ -78,33 +111,65 @@ def _reused(out: Path, fp: str) -> dict | None:
     return record
 
 
-def make_cocktail(ws: Workspace, domain: str, noun: str, prof: Profile, log: Callable[[str], None] = print) -> dict:
-    """Learn and select the merge on validation rows, fold it into `models/cocktail/<domain>/model`,
-    and record every candidate and baseline in merge.json; returns the metadata."""
+@dataclass
+class MergePlan:
+    """What one task's merge learns on and is selected by (validation rows only)."""
+
+    learn: list  # unlabelled validation prompts (text, or token ids)
+    select_score: Callable[[llm_mod.LoadedLLM | None], float]  # None: the mixture as it stands
+    objective: merge.Objective
+    data: dict  # digests of the learn and selection data, for the fingerprint
+    select_rows: int
+    metric: str  # the selection metric, as the report names it
+    entropy: str  # the objective, for the plot
+    code: tuple = ()  # the modules that define the plan beyond merge and scorer (part of the fingerprint)
+
+
+def pointwise_plan(ws: Workspace, domain: str, noun: str, prof: Profile, loaded: llm_mod.LoadedLLM) -> MergePlan:
+    """Ours (PROTOCOLS section 8): binary entropy of P(Yes) on unlabelled validation prompts; AUC on others."""
+    s = prof.merge
+    build = builder(loaded, noun, prof.max_prompt_tokens)
+    # validation rows only: the test part is dropped before anything else reads the split
+    learn, select, labels = merge.validation_slices(ws.read_split(domain), ws.titles(domain), build, s.learn_rows,
+                                                    s.select_rows, s.seed)
+    encode = lambda ps: loaded.tokenizer(list(ps), return_tensors="pt", padding=True).to(loaded.device)  # noqa: E731
+    return MergePlan(learn, lambda m: metrics.auc(labels, scorer.score(m or loaded, select)),
+                     merge.yes_entropy(encode, loaded.yes_id),
+                     {"learn": fingerprint.data_digest(learn), "select": fingerprint.data_digest(select, labels)},
+                     len(select), "AUC", "mean binary entropy of P(Yes)")
+
+
+def make_cocktail(ws: Workspace, domain: str, noun: str, prof: Profile, log: Callable[[str], None] = print,
+                  task: str = "pointwise", cfg=None) -> dict:
+    """Learn and select the merge on validation rows, fold it into `<cocktail dir>/model`, and record
+    every candidate and baseline in merge.json; returns the metadata. `task` is `pointwise` (ours)
+    or `listwise` (as published, models/reccocktail.py, which reads the project config `cfg`)."""
     from models.report import plot_curve, plot_heatmap
 
     s = prof.merge
-    split, titles = ws.read_split(domain), ws.titles(domain)
-    loaded, mix, digests = mixture(ws, domain, prof)
-    build = builder(loaded, noun, prof.max_prompt_tokens)
-    # validation rows only: the test part is dropped before anything else reads the split
-    learn, select, labels = merge.validation_slices(split, titles, build, s.learn_rows, s.select_rows, s.seed)
-    out = ws.cocktail_dir(domain)
-    fp = fingerprint.digest({"model": loaded.identity, "adapters": digests, "learn": fingerprint.data_digest(learn),
-                             "select": fingerprint.data_digest(select, labels), "settings": s.model_dump(mode="json"),
-                             "code": fingerprint.code_digest(merge, scorer)})
+    loaded, mix, digests = mixture(ws, domain, prof, task)
+    if task == "pointwise":
+        plan = pointwise_plan(ws, domain, noun, prof, loaded)
+    else:
+        from models import reccocktail
+
+        plan = reccocktail.listwise_plan(ws, cfg, domain, prof, loaded)
+    out = cocktail_dir(ws, domain, task)
+    fp = fingerprint.digest({"model": loaded.identity, "adapters": digests, **plan.data, "task": task,
+                             "settings": s.model_dump(mode="json"),
+                             "code": fingerprint.code_digest(merge, scorer, *plan.code)})
     record = _reused(out, fp)
     reused = record is not None
     if reused:
         log(f"reusing the cocktail in {out / 'model'}: a merge with the same model, adapters, validation prompts, "
             f"settings and code (fingerprint {fp[:12]}) made it")
     else:
-        log(f"learning mixing weights of {len(mix.modules)} modules on {len(learn)} unlabelled validation prompts; "
-            f"selecting on {len(select)} others")
-        encode = lambda ps: loaded.tokenizer(list(ps), return_tensors="pt", padding=True).to(loaded.device)  # noqa: E731
+        log(f"learning mixing weights of {len(mix.modules)} modules on {len(plan.learn)} unlabelled validation "
+            f"prompts; selecting by {plan.metric} on {plan.select_rows} others")
         t0 = time.perf_counter()
-        results = merge.select_merge(mix, lambda: scorer.score(loaded, select), encode, learn, labels, loaded.yes_id,
-                                     s, log=log, checkpoint=out / "merge_checkpoint.json", fingerprint_=fp)
+        results = merge.select_merge(mix, plan.select_score, plan.objective, plan.learn, s, log=log,
+                                     checkpoint=out / "merge_checkpoint.json", fingerprint_=fp,
+                                     combine=lambda how: combined_model(ws, domain, prof, how, task))
         learn_s = time.perf_counter() - t0
         best = results[-1]
         merge.apply(mix, best)
@@ -112,20 +177,20 @@ def make_cocktail(ws: Workspace, domain: str, noun: str, prof: Profile, log: Cal
         grid, rows, cols = weight_grid(table)
         plot_heatmap(grid, rows, cols, f"{domain}: RecCocktail ingredient weight (lr {best.lr}, step {best.step})",
                      "ingredient weight", out / "weights.png")
-        plot_curve(best.entropy_curves, "step", "mean binary entropy of P(Yes)",
+        plot_curve(best.entropy_curves, "step", plan.entropy,
                    f"{domain}: weight learning on unlabelled validation prompts (per lr)", out / "entropy.png")
         model_dir = merge.save_dense(mix, loaded.tokenizer, out / "model")
-        record = {"domain": domain, "fingerprint": fp, "settings": s.model_dump(mode="json"), "learn_rows": len(learn),
-                  "select_rows": len(select), "learn_s": round(learn_s, 1), "model_identity": loaded.identity,
+        record = {"domain": domain, "task": task, "fingerprint": fp, "settings": s.model_dump(mode="json"),
+                  "learn_rows": len(plan.learn), "select_rows": plan.select_rows, "select_metric": plan.metric,
+                  "learn_s": round(learn_s, 1), "model_identity": loaded.identity,
                   "adapters": digests, "results": [r.__dict__ for r in results], "weights": table,
                   "model_sha256": data_prep.file_sha256(model_dir / "model.safetensors")}
         fingerprint.write_json(out / "merge.json", record)
     best = record["results"][-1]
-    return {"selected_lr": best["lr"], "selected_step": best["step"], "learn_s": record["learn_s"],
-            "reused_finished_cocktail": reused,
-            **{f"select_auc/{r['method']}": round(r["select_auc"], 4) for r in record["results"]},
-            "task_arithmetic_lambda": next(r["weights"]["base_spirit"] for r in record["results"]
-                                           if r["method"] == "task_arithmetic"),
+    return {"task": task, "selected_lr": best["lr"], "selected_step": best["step"], "learn_s": record["learn_s"],
+            "reused_finished_cocktail": reused, "select_metric": record["select_metric"],
+            **{f"select_score/{r['method']}": round(r["select_score"], 4) for r in record["results"]},
+            "chosen": {r["method"]: r["weights"] for r in record["results"] if r["weights"] is not None},
             "candidates": best["candidates"],
             "weights_per_module": [{"module": p, **w} for p, w in record["weights"].items()],
             "merge_settings": record["settings"], "fingerprint": fp,

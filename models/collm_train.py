@@ -90,7 +90,7 @@ def train_and_score(ws: Workspace, domain: str, noun: str, prof: Profile, log: C
                                              cands["candidates"][r], titles, text, ids) for r in rank_rows.tolist()]
             ranked = dict(zip(rank_rows.tolist(), (g.numpy() for g in scorer.score_id_groups(lm, groups,
                                                                                              embed=head.embed))))
-            md.update({f"{method}/best_valid_auc": round(res.best_valid_auc, 4), f"{method}/steps": res.steps,
+            md.update({f"{method}/best_valid_auc": round(res.best_valid, 4), f"{method}/steps": res.steps,
                        f"{method}/steps_run": res.steps_run, f"{method}/reused_finished_cie": res.reused,
                        f"{method}/tokens_per_s": round(res.tokens_per_s, 1),
                        f"{method}/test_id_prompt_share": round(float(used.mean()), 4),

@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Literal, Union, get_args
+from typing import Annotated, Any, Iterator, Literal, Optional, Union, get_args
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from models.formats import FORMATS as INGEST_FORMATS
-from models.strict import (ConfigError, Problem, Strict, choices_text, got_text, between_markers, closest, load_yaml,
+from models.strict import (ConfigError, Problem, Strict, choices_text, partial_model, got_text, between_markers, closest, load_yaml,
                            schema_markdown as _schema_markdown)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -23,6 +23,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FORMATS = tuple(INGEST_FORMATS)  # models/formats.py is the registry
 PROTOCOLS = ("month_window", "date_cutoff", "leave_one_out")
 ROLES = ("general", "target", "cold_start")
+TASKS = ("pointwise", "listwise", "both")  # CoLLM's Yes/No task, RecCocktail's listwise task as published
 PROFILES = ("smoke", "demo", "extended", "full")  # the shipped ones; users add theirs (models/profiles.py)
 TIMESTAMP_UNITS = ("s", "ms", "iso")
 
@@ -375,6 +376,21 @@ class _SettingsBase(_FileModel):
         "a row is warm when its user and its item each have **more than** this many train records (CoLLM's "
         "ML-1M code; the paper text says \"at least three\")"))
     history_length: int = Field(10, ge=1, description="how many earlier positive items a prompt shows")
+    base_spirit_excludes_target_users: bool = Field(True, description=(
+        "leave out of the base spirit's data every user of a domain that gets a cocktail (same dataset): the base "
+        "spirit stays domain-general; the report states the overlap either way"))
+    listwise_history_length: int = Field(10, ge=1, description=(
+        "RecCocktail's listwise prompt: how many of the user's earlier items (all of them, in time order) it shows"))
+
+
+class Words(_FileModel):
+    """The words of RecCocktail's listwise prompt: "Given the following <history> of a user: ... the top 5 most
+    likely <products> to be <purchased> by the user ... likelihood of <purchasing>"."""
+
+    history: str = Field("purchase history", description="e.g. `watching history`")
+    products: str = Field("products", description="e.g. `movies`")
+    purchased: str = Field("purchased", description="e.g. `watched`")
+    purchasing: str = Field("purchasing", description="e.g. `watching`")
 
 
 class Filter(_FileModel):
@@ -394,6 +410,11 @@ class _DomainBase(_FileModel):
                                                        "ingredient; `cold_start`: evaluated only")
     split: Split | None = Field(None, description="overrides the dataset's split; none: the dataset's",
                                 json_schema_extra={"doc_type": "mapping (as `datasets.<name>.split`)"})
+    task: Literal[TASKS] = Field("pointwise", description=(
+        "`pointwise`: CoLLM's Yes/No prompts (and our pointwise cocktail); `listwise`: RecCocktail's next-item "
+        "selection among 30 candidates, as published; `both`"))
+    words: Annotated[Words, Section] = Field(default_factory=lambda: Words(), description=(
+        "the listwise prompt's words (below; the authors' Amazon words by default)"))
 
 
 class _FileBase(_FileModel):
@@ -440,6 +461,7 @@ def file_model() -> type[BaseModel]:
     """The model of the whole config file. Built on first use from the registries (CF models,
     published references), which are imported only then because they pull in torch."""
     from models.cf import CF_MODELS
+    from models.listwise_report import PUBLISHED as LISTWISE_PUBLISHED
     from models.report import PUBLISHED
 
     cf_fields: dict[str, Any] = {
@@ -454,9 +476,19 @@ def file_model() -> type[BaseModel]:
         cf=(Annotated[cf, Section], Field(default_factory=cf, description="the CF models (below)")),
         evaluation=(Annotated[Evaluation, Section], Field(default_factory=Evaluation,
                                                           description="the report and its gates (below)")))
+    # a domain's `cf`: any CF model's hyper-parameters, each optional (None: `settings.cf`'s)
+    cf_override = create_model(
+        "DomainCF", __base__=_FileModel, __module__=__name__,
+        __doc__="Changes to `settings.cf` for this domain only (e.g. a larger batch for a million-row split).",
+        **{name: (Optional[partial_model(spec.params, f"{spec.params.__name__}Override", spec.params.__doc__ or "",
+                                         base=_FileModel)],
+                  Field(None, description=f"changes to `settings.cf.{name}`"))
+           for name, spec in CF_MODELS.items()})
     domain = create_model(
         "Domain", __base__=_DomainBase, __module__=__name__, __doc__=_DomainBase.__doc__,
-        reference=(Literal[tuple(PUBLISHED)] | None, Field(
+        cf=(Annotated[cf_override, Section], Field(default_factory=cf_override, description=(
+            "changes to `settings.cf` for this domain (below); none: the settings' own"))),
+        reference=(Literal[tuple(PUBLISHED) + tuple(LISTWISE_PUBLISHED)] | None, Field(
             None, description="the papers' published numbers the report shows beside ours "
                               "(`models.report.PUBLISHED`)")))
     at_least_one = {"doc_default": "at least one"}
@@ -506,6 +538,17 @@ class DomainConfig:
     category: str | None
     split: SplitSpec
     reference: str | None = None  # a key of models.report.PUBLISHED
+    task: str = "pointwise"
+    words: dict = field(default_factory=dict)  # the listwise prompt's words (models.listwise.Words fields)
+    cf: dict = field(default_factory=dict)  # CF model -> hyper-parameters that differ from `settings.cf`
+
+    @property
+    def listwise(self) -> bool:
+        return self.task in ("listwise", "both")
+
+    @property
+    def pointwise(self) -> bool:
+        return self.task in ("pointwise", "both")
 
 
 def _defaults(model: type[BaseModel]) -> dict[str, Any]:
@@ -536,8 +579,19 @@ class ProjectConfig:
         return int(self._setting("history_length"))
 
     @property
+    def listwise_history_length(self) -> int:
+        return int(self._setting("listwise_history_length"))
+
+    @property
     def cf(self) -> dict[str, Any]:
         return dict(self.settings.get("cf") or {})
+
+    def cf_for(self, domain: str) -> dict[str, Any]:
+        """`settings.cf` with the domain's own changes (`domains.<name>.cf`) applied model by model."""
+        out = self.cf
+        for model, changes in self.domains[domain].cf.items():
+            out[model] = {**(out.get(model) or {}), **changes}
+        return out
 
     @property
     def evaluation(self) -> dict[str, Any]:
@@ -577,7 +631,8 @@ def load_config(path: Path | str | None = None) -> ProjectConfig:
         name: DomainConfig(
             name=name, dataset=d.dataset, item_noun=d.item_noun, role=d.role, category=d.filter.category,
             split=_split_spec(d.split) if d.split is not None else datasets[d.dataset].split,
-            reference=d.reference)
+            reference=d.reference, task=d.task, words=d.words.model_dump(),
+            cf={m: v for m, v in d.cf.model_dump(exclude_none=True).items() if v})
         for name, d in doc.domains.items()}
     return ProjectConfig(path=path, settings=doc.settings.model_dump(), datasets=datasets, domains=domains)
 

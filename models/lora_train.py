@@ -1,8 +1,10 @@
-"""LoRA training on the Yes logit (PROTOCOLS section 3), readable top to bottom.
+"""LoRA training (PROTOCOLS sections 3 and 7), readable top to bottom.
 
-BCE on the " Yes" logit at the last prompt position; AdamW (no decay on biases and norms) with a
+Two objectives share the trainer: BCE on the " Yes" logit at the last prompt position (CoLLM,
+TALLRec: validation AUC), and the language-model loss on the answer tokens only (RecCocktail's
+listwise task: validation loss, lower is better). Both: AdamW (no decay on biases and norms) with a
 linear warm-up from `warmup_start_lr` then cosine to `min_lr`; gradient accumulation; validation
-AUC on a fixed subsample every `eval_every` optimiser steps (CoLLM's "epoch" of 50 iterations);
+on a fixed subsample every `eval_every` optimiser steps (CoLLM's "epoch" of 50 iterations);
 the best adapter kept; early stop after `patience` evaluations without improvement; a checkpoint
 every `checkpoint_every` steps that a new process resumes from (also after `kill -9`) to the same
 result; a non-finite loss stops training with a clear message and leaves the last good checkpoint.
@@ -10,7 +12,8 @@ Under torchrun each process takes its share of every batch and DDP averages the 
 
 Speed: prompts are tokenized once; each epoch's batches are grouped by length (a seeded shuffle, cut
 into pools of `length_group` batches, each pool sorted by length, the batches shuffled again), so
-little compute goes to padding; only the last position of each prompt meets the output layer.
+little compute goes to padding; only the positions that are scored meet the output layer (the last
+prompt position for the Yes logit, the answer positions for the answer loss).
 `tokens_per_s` counts real (unpadded) tokens over the time spent in training steps.
 
 Run as a module for torchrun or Dagster Pipes:
@@ -32,6 +35,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 import torch.distributed as dist
+from typing import Optional
+
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
 from models import data_prep, fingerprint, metrics
@@ -67,6 +72,16 @@ class TrainConfig(Strict):
                                             description="names of the linear modules LoRA wraps")
     length_group: PositiveInt = Field(32, description="batches per length-sorted pool; 1 = plain shuffled batches")
     seed: int = Field(2023, description="seed of LoRA init, batch order and dropout")
+    epochs: Optional[PositiveFloat] = Field(None, description="when set, `max_steps` = epochs x training rows / "
+                                                              "batch_size (RecCocktail: 2 base spirit, 4 ingredient)")
+    warmup_ratio: Optional[float] = Field(None, ge=0, lt=1, description="when set, `warmup_steps` = this share of "
+                                                                        "`max_steps` (RecCocktail: 0.05)")
+
+    def for_rows(self, n: int) -> "TrainConfig":
+        """The config with `epochs` and `warmup_ratio` resolved into steps for `n` training rows."""
+        steps = max(1, math.ceil(self.epochs * n / self.batch_size)) if self.epochs else self.max_steps
+        warmup = round(self.warmup_ratio * steps) if self.warmup_ratio is not None else self.warmup_steps
+        return self.model_copy(update={"max_steps": steps, "warmup_steps": warmup})
 
     @model_validator(mode="after")
     def _consistent(self) -> "TrainConfig":
@@ -79,7 +94,7 @@ class TrainConfig(Strict):
 
 @dataclass
 class TrainResult:
-    best_valid_auc: float
+    best_valid: float  # the best validation value of `valid_metric` (AUC: higher is better; loss: lower)
     best_step: int
     steps: int
     stopped: str
@@ -89,6 +104,7 @@ class TrainResult:
     resumed_from: int | None = None  # the checkpoint step this call continued from
     reused: bool = False  # the finished adapter of an identical run was returned without training
     fingerprint: str = ""
+    valid_metric: str = "valid_auc"
 
 
 def lr_at(step: int, c: TrainConfig) -> float:
@@ -121,6 +137,75 @@ class YesLogit(torch.nn.Module):
 
     def save_pretrained(self, path: Path) -> None:
         self.peft.save_pretrained(path)
+
+
+class AnswerLM(torch.nn.Module):
+    """The LoRA-wrapped model reduced to what listwise training needs (RecCocktail, PROTOCOLS section 7):
+    the mean next-token loss over the answer tokens only; DDP wraps this module."""
+
+    def __init__(self, peft_model):
+        super().__init__()
+        self.peft = peft_model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, answer_start: torch.Tensor) -> torch.Tensor:
+        from models.listwise import answer_loss
+
+        return answer_loss(self.peft.get_base_model(), input_ids, attention_mask, answer_start)
+
+    def save_pretrained(self, path: Path) -> None:
+        self.peft.save_pretrained(path)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What a run trains and validates: `yes` (BCE on the Yes logit, validation AUC, CoLLM/TALLRec) or
+    `answer` (language-model loss on the answer tokens, validation loss, RecCocktail's listwise task).
+    A run's `labels` are the Yes/No labels for `yes` and each sequence's answer start for `answer`."""
+
+    name: str
+    metric: str
+    higher_is_better: bool
+
+    def make_head(self, llm: LoadedLLM, c: "TrainConfig") -> torch.nn.Module:
+        peft_model = add_lora(llm, c)
+        return YesLogit(peft_model, llm.yes_id) if self.name == "yes" else AnswerLM(peft_model)
+
+    def loss(self, net: torch.nn.Module, enc: dict, targets: torch.Tensor) -> torch.Tensor:
+        if self.name == "yes":
+            logits = net(enc["input_ids"], enc["attention_mask"])
+            return torch.nn.functional.binary_cross_entropy_with_logits(logits, targets.float().to(logits.device))
+        return net(enc["input_ids"], enc["attention_mask"], targets.to(enc["input_ids"].device))
+
+    def validate(self, head: torch.nn.Module, llm: LoadedLLM, ids: Sequence[list[int]], labels) -> float:
+        if self.name == "yes":
+            return evaluate(head, llm, ids, np.asarray(labels))
+        return answer_valid_loss(head, llm, ids, np.asarray(labels))
+
+    def better(self, value: float, best: float | None) -> bool:
+        return best is None or (value > best if self.higher_is_better else value < best)
+
+
+YES = Objective("yes", "valid_auc", True)
+ANSWER = Objective("answer", "valid_loss", False)
+
+
+@torch.no_grad()
+def answer_valid_loss(head: torch.nn.Module, llm: LoadedLLM, ids: Sequence[list[int]], starts: np.ndarray,
+                      batch: int = 8) -> float:
+    """Mean answer-token loss over validation sequences (eval mode; each batch weighted by its answer tokens)."""
+    was_training = head.training
+    head.eval()
+    order = np.argsort([len(t) for t in ids], kind="stable")
+    total, count = 0.0, 0
+    for i in range(0, len(ids), batch):
+        part = order[i:i + batch]
+        enc = _pad(llm, [ids[j] for j in part])
+        n = int(sum(len(ids[j]) - int(starts[j]) for j in part))
+        total += float(head(enc["input_ids"], enc["attention_mask"],
+                            torch.tensor(starts[part], device=enc["input_ids"].device))) * n
+        count += n
+    head.train(was_training)
+    return total / max(1, count)
 
 
 def yes_logit(causal_lm, input_ids: torch.Tensor | None, attention_mask: torch.Tensor, yes_id: int,
@@ -259,8 +344,10 @@ def _open_checkpoint(ckpt: Path, fp: str, log: Callable[[str], None]) -> bool:
 def train(llm: LoadedLLM, train_prompts: Sequence[str] | Sequence[list[int]], train_labels: np.ndarray,
           valid_prompts: Sequence[str] | Sequence[list[int]], valid_labels: np.ndarray, out_dir: Path, c: TrainConfig,
           log: Callable[[str], None] = print, head: torch.nn.Module | None = None,
-          identity: dict | None = None) -> TrainResult:
-    """Train a LoRA adapter on the Yes logit; the best one is saved in PEFT format under out_dir/adapter.
+          identity: dict | None = None, objective: Objective = YES) -> TrainResult:
+    """Train a LoRA adapter on the objective (the Yes logit by default; `ANSWER`: the listwise answer's
+    tokens, `train_labels`/`valid_labels` then being each sequence's answer start); the best one by
+    validation (AUC, or loss) is saved in PEFT format under out_dir/adapter.
 
     `head` swaps in another trainable module with the same contract (forward(input_ids,
     attention_mask) -> Yes logits, save_pretrained(folder), its trainable parameters the ones with
@@ -270,6 +357,7 @@ def train(llm: LoadedLLM, train_prompts: Sequence[str] | Sequence[list[int]], tr
     A checkpoint is resumed only by a run with the same fingerprint (`run_fingerprint`); any other
     is set aside. When a finished run with the same fingerprint left its adapter intact, it is
     returned as it is (`reused`) instead of training again."""
+    c = c.for_rows(len(train_prompts))
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     out_dir = Path(out_dir)
@@ -280,7 +368,8 @@ def train(llm: LoadedLLM, train_prompts: Sequence[str] | Sequence[list[int]], tr
     if micro < 1 or micro * c.grad_accum * world != c.batch_size:
         raise ValueError(f"batch_size {c.batch_size} must split evenly over grad_accum {c.grad_accum} x {world} processes")
     train_ids, valid_ids = token_ids(llm, train_prompts), token_ids(llm, valid_prompts)
-    fp = run_fingerprint(llm, c, train_ids, train_labels, valid_ids, valid_labels, identity, head)
+    fp = run_fingerprint(llm, c, train_ids, train_labels, valid_ids, valid_labels,
+                         identity or {"kind": f"lora_{objective.name}"}, head)
     done = finished_result(out_dir, fp)
     if done is not None:
         log(f"reusing the finished adapter in {out_dir / 'adapter'}: a run with the same model, data, settings "
@@ -292,7 +381,7 @@ def train(llm: LoadedLLM, train_prompts: Sequence[str] | Sequence[list[int]], tr
     random.seed(c.seed)
     np.random.seed(c.seed)
     if head is None:
-        head = YesLogit(add_lora(llm, c), llm.yes_id)
+        head = objective.make_head(llm, c)
     head.train()
     named = [(n_, p) for n_, p in head.named_parameters() if p.requires_grad]
     decay = [p for n_, p in named if p.ndim >= 2]
@@ -301,14 +390,14 @@ def train(llm: LoadedLLM, train_prompts: Sequence[str] | Sequence[list[int]], tr
                              {"params": no_decay, "weight_decay": 0.0}], lr=c.lr, betas=c.betas)
     net = torch.nn.parallel.DistributedDataParallel(head) if distributed else head
     ckpt = out_dir / "checkpoint"
-    state = {"step": 0, "best_auc": -1.0, "best_step": -1, "bad_evals": 0, "history": [], "tokens": 0}
+    state = {"step": 0, "best": None, "best_step": -1, "bad_evals": 0, "history": [], "tokens": 0}
     resumed_from = None
     if _open_checkpoint(ckpt, fp, log if rank == 0 else (lambda s: None)):
         state = _load_checkpoint(ckpt, head, opt)
         resumed_from = state["step"]
         log(f"resumed from {ckpt} at step {state['step']} (same fingerprint {fp[:12]})")
     saved_step = state["step"] if resumed_from is not None else None
-    labels_t = torch.tensor(np.asarray(train_labels, dtype=np.float32))
+    labels_t = torch.tensor(np.asarray(train_labels))
     lengths = np.array([len(t) for t in train_ids])
     per_epoch = n // c.batch_size
     stopped, tokens0, step0, train_s, batches, batches_epoch = "max_steps", state["tokens"], state["step"], 0.0, None, -1
@@ -327,8 +416,7 @@ def train(llm: LoadedLLM, train_prompts: Sequence[str] | Sequence[list[int]], tr
         for a in range(c.grad_accum):
             part = idx[(a * world + rank) * micro:(a * world + rank + 1) * micro]
             enc = _pad(llm, [train_ids[i] for i in part])
-            logits = net(enc["input_ids"], enc["attention_mask"])
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels_t[part].to(logits.device))
+            loss = objective.loss(net, enc, labels_t[part])
             finite = torch.isfinite(loss.detach()).float().reshape(1).cpu()
             if distributed:  # every process stops together, whichever shard went bad
                 dist.all_reduce(finite, op=dist.ReduceOp.MIN)
@@ -350,12 +438,13 @@ def train(llm: LoadedLLM, train_prompts: Sequence[str] | Sequence[list[int]], tr
             progress.update(step, f"loss {total:.4f}, lr {lr_at(step - 1, c):.2e}, {rate:.0f} tokens/s", force=True)
         if step % c.eval_every == 0 or step == c.max_steps:
             if rank == 0:
-                auc = evaluate(head, llm, valid_ids, np.asarray(valid_labels))
-                state["history"].append({"step": step, "loss": total, "valid_auc": auc, "lr": lr_at(step - 1, c),
-                                         "tokens_per_s": rate})
-                log(f"step {step}/{c.max_steps}: loss {total:.4f}, valid AUC {auc:.4f}, {rate:.0f} tokens/s")
-                if auc > state["best_auc"]:
-                    state.update(best_auc=auc, best_step=step, bad_evals=0)
+                value = objective.validate(head, llm, valid_ids, valid_labels)
+                state["history"].append({"step": step, "loss": total, objective.metric: value,
+                                         "lr": lr_at(step - 1, c), "tokens_per_s": rate})
+                log(f"step {step}/{c.max_steps}: loss {total:.4f}, {objective.metric.replace('_', ' ')} {value:.4f}, "
+                    f"{rate:.0f} tokens/s")
+                if objective.better(value, state["best"]):
+                    state.update(best=value, best_step=step, bad_evals=0)
                     tmp = data_prep.fresh_dir(out_dir / "adapter")  # swapped in whole: a crash keeps the last best
                     head.save_pretrained(tmp)
                     data_prep.replace_dir(tmp, out_dir / "adapter")
@@ -373,8 +462,9 @@ def train(llm: LoadedLLM, train_prompts: Sequence[str] | Sequence[list[int]], tr
         if stopped == "early_stop":
             break
     rate = (state["tokens"] - tokens0) / max(1e-9, train_s)
-    result = TrainResult(state["best_auc"], state["best_step"], state["step"], stopped, rate, state["history"],
-                         steps_run=state["step"] - step0, resumed_from=resumed_from, fingerprint=fp)
+    result = TrainResult(state["best"], state["best_step"], state["step"], stopped, rate, state["history"],
+                         steps_run=state["step"] - step0, resumed_from=resumed_from, fingerprint=fp,
+                         valid_metric=objective.metric)
     if rank == 0:
         fingerprint.write_json(out_dir / FINISHED, {
             "fingerprint": fp, "adapter_digest": fingerprint.folder_digest(out_dir / "adapter"),
@@ -392,7 +482,8 @@ def main(argv: list[str]) -> int:
     c = TrainConfig.model_validate(job["config"])
     data = json.loads(Path(job["data"]).read_text())
     result = train(llm, data["train_prompts"], np.array(data["train_labels"]), data["valid_prompts"],
-                   np.array(data["valid_labels"]), Path(job["out_dir"]), c)
+                   np.array(data["valid_labels"]), Path(job["out_dir"]), c,
+                   objective=ANSWER if job.get("objective") == "answer" else YES)
     if not dist.is_initialized() or dist.get_rank() == 0:
         (Path(job["out_dir"]) / "result.json").write_text(json.dumps(asdict(result), indent=2))
     if dist.is_initialized():

@@ -3,15 +3,18 @@
 Every linear module that either adapter wraps gets its own learnable logit vector w over the
 adapters (base spirit, ingredient), initialised equal; the mixing weights are a = softmax(w / T).
 While the weights learn, the module computes `W0 x + sum_k a_k * s_k * B_k A_k x` (s_k = alpha/r);
-only w trains (Adam), the model in eval mode, on unlabelled validation prompts, minimising the mean
-binary entropy of P(Yes) = sigmoid(Yes logit) at the answer position (our Yes/No adaptation of the
-paper's next-token entropy). Learning rate and step count are chosen by AUC on a separate slice of
-validation rows with labels; test rows never enter this module. Afterwards the merged delta
+only w trains (Adam), the model in eval mode, on unlabelled validation prompts, minimising an
+entropy: as published for listwise adapters, the Shannon entropy of the next-token distribution at
+the first tokens of each generated answer item (models/listwise.py); for the Yes/No adapters, the
+binary entropy of P(Yes) at the answer position (our pointwise adaptation, `yes_entropy`). Learning
+rate and step count are chosen on a separate slice of validation rows with labels (AUC pointwise,
+NDCG listwise); test rows never enter this module. Afterwards the merged delta
 `sum_k a_k s_k B_k A_k` is added into W0: one dense model, saved as plain safetensors that
 `AutoModelForCausalLM.from_pretrained` loads, costing what the base model costs.
 
 Baselines with the same machinery: fixed equal weights, task arithmetic (W0 + lambda * sum_k s_k B_k A_k,
-lambda chosen on validation labels), base spirit only, ingredient only.
+lambda chosen on validation labels), base spirit only, ingredient only; and TIES and DARE, combined
+by PEFT's `add_weighted_adapter` into one adapter that is folded in the same way.
 
 Adapters are read from their PEFT files (`adapter_config.json`, `adapter_model.safetensors`), so
 any PEFT LoRA adapter for the same base model works.
@@ -199,19 +202,58 @@ class MergeSettings(Strict):
     temperature: PositiveFloat = Field(1.0, description="softmax temperature T of the mixing weights")
     task_arithmetic_lambdas: tuple[PositiveFloat, ...] = Field((0.3, 0.5, 0.7, 1.0), min_length=1,
                                                                description="task-arithmetic lambdas tried")
+    ties_densities: tuple[PositiveFloat, ...] = Field((0.5,), min_length=1, description="TIES densities tried "
+                                                      "(PEFT `add_weighted_adapter`, weights 1, 1)")
+    dare_densities: tuple[PositiveFloat, ...] = Field((0.5,), min_length=1, description="DARE densities tried "
+                                                      "(PEFT `dare_linear`, weights 1, 1, seeded)")
+    entropy_tokens: int = Field(3, ge=1, le=5, description="listwise: the first tokens of each generated answer "
+                                                           "item whose next-token entropy the weights minimise (3-5)")
+    entropy_buffer: PositiveInt = Field(60, description="listwise: entropy positions per weight-learning step "
+                                                        "(prompts are generated until the buffer holds this many)")
+    max_new_tokens: PositiveInt = Field(96, description="listwise: tokens generated per answer at most")
     seed: int = Field(2023, description="seed of the validation slices and the prompt batches")
 
 
 @dataclass(frozen=True)
 class MergeMethod:
     """One way of combining the base spirit (a) and the ingredient (b): `weights(settings, a, b)`
-    lists its candidate fixed weights (the best on the selection rows is kept), or None for the
-    learned merge. `score_name` is its method name in scores/llm.parquet and the report."""
+    lists its candidates (the best on the selection rows is kept): fixed mixing weights, or a PEFT
+    combination (`{"combination": ..., "density": ...}`, built by `peft_combination`); None for the
+    learned merge. `score_name` is its method name in the score files and the report."""
 
     name: str
     score_name: str
     description: str
-    weights: Callable[[MergeSettings, str, str], list[dict[str, float]]] | None = None
+    weights: Callable[[MergeSettings, str, str], list[dict]] | None = None
+
+
+def is_combination(weights) -> bool:
+    return isinstance(weights, dict) and "combination" in weights
+
+
+def peft_combination(model: torch.nn.Module, folders: dict[str, Path], how: dict,
+                     seed: int) -> tuple["Adapter", torch.nn.Module]:
+    """The adapters combined by PEFT's own `add_weighted_adapter` (TIES, DARE; no copy of their code
+    here) into one LoRA adapter, read back as plain tensors; returned with the base model PEFT
+    wrapped, unwrapped again (its weights untouched). DARE's random drop is seeded."""
+    from peft import PeftModel, get_peft_model_state_dict
+
+    names = list(folders)
+    peft_model = PeftModel.from_pretrained(model, str(folders[names[0]]), adapter_name=names[0])
+    for name in names[1:]:
+        peft_model.load_adapter(str(folders[name]), adapter_name=name)
+    torch.manual_seed(seed)
+    peft_model.add_weighted_adapter(names, list(how.get("weights", [1.0] * len(names))), "combined",
+                                    combination_type=how["combination"], density=how["density"])
+    cfg = peft_model.peft_config["combined"]
+    state = get_peft_model_state_dict(peft_model, adapter_name="combined")
+    deltas: dict[str, list] = {}
+    for key, t in state.items():
+        for part, pos in ((".lora_A.weight", 0), (".lora_B.weight", 1)):
+            if key.endswith(part):
+                deltas.setdefault(key[:-len(part)].removeprefix("base_model.model."), [None, None])[pos] = t.float()
+    adapter = Adapter(how["combination"], {m: (a, b) for m, (a, b) in deltas.items()}, cfg.lora_alpha / cfg.r)
+    return adapter, peft_model.unload()
 
 
 # RecCocktail and its baselines, in the order merge.json lists them. Adding a baseline is one entry
@@ -223,6 +265,11 @@ MERGE_METHODS: dict[str, MergeMethod] = {m.name: m for m in (
     MergeMethod("equal_weights", "equal_weights", "W0 + (dA + dB) / 2", lambda s, a, b: [{a: 0.5, b: 0.5}]),
     MergeMethod("task_arithmetic", "task_arithmetic", "W0 + lambda (dA + dB), lambda picked on validation labels",
                 lambda s, a, b: [{a: lam, b: lam} for lam in s.task_arithmetic_lambdas]),
+    MergeMethod("ties", "ties", "TIES (trim, elect sign, merge) by PEFT, density picked on validation labels",
+                lambda s, a, b: [{"combination": "ties", "density": d, "weights": [1.0, 1.0]} for d in s.ties_densities]),
+    MergeMethod("dare", "dare", "DARE (random drop and rescale, then task arithmetic) by PEFT, density picked on "
+                "validation labels", lambda s, a, b: [{"combination": "dare_linear", "density": d, "weights": [1.0, 1.0]}
+                                                      for d in s.dare_densities]),
     MergeMethod("reccocktail", "reccocktail", "RecCocktail: per-module weights learned by entropy minimisation on "
                 "unlabelled validation prompts"),
 )}
@@ -231,23 +278,34 @@ MERGE_METHODS: dict[str, MergeMethod] = {m.name: m for m in (
 @dataclass
 class MergeResult:
     method: str
-    weights: dict[str, float] | None  # fixed weights, or None for learned
+    weights: dict | None  # fixed weights or a PEFT combination, or None for learned
     logits: dict[str, list[float]] | None  # learned per-module logits
-    select_auc: float
+    select_score: float  # on the selection rows: AUC (pointwise) or NDCG (listwise)
     lr: float | None = None
     step: int | None = None
     candidates: list[dict] = field(default_factory=list)
     entropy_curves: dict[str, list[float]] = field(default_factory=dict)
 
 
-def learn_weights(mixture: Mixture, encode: Callable[[Sequence[str]], dict], prompts: Sequence[str], yes_id: int,
-                  lr: float, steps: int, batch_size: int, seed: int,
-                  on_step: Callable[[int, float], None] | None = None,
-                  log: Callable[[str], None] | None = None) -> list[float]:
-    """Adam on the mixing logits only, model in eval mode, minimising the mean binary entropy of
-    P(Yes) on unlabelled prompts (no labels exist here). Returns the entropy per step."""
+Objective = Callable[[torch.nn.Module, Sequence], torch.Tensor]  # (model, a batch of learn prompts) -> loss
+
+
+def yes_entropy(encode: Callable[[Sequence[str]], dict], yes_id: int) -> Objective:
+    """Our pointwise objective (PROTOCOLS section 8): the mean binary entropy of P(Yes) at the answer position."""
     from models.lora_train import yes_logit
 
+    def loss(model: torch.nn.Module, batch: Sequence[str]) -> torch.Tensor:
+        enc = encode(batch)
+        return binary_entropy(yes_logit(model, enc["input_ids"], enc["attention_mask"], yes_id).float()).mean()
+
+    return loss
+
+
+def learn_weights(mixture: Mixture, objective: Objective, prompts: Sequence, lr: float, steps: int, batch_size: int,
+                  seed: int, on_step: Callable[[int, float], None] | None = None,
+                  log: Callable[[str], None] | None = None) -> list[float]:
+    """Adam on the mixing logits only, model in eval mode, minimising `objective` (an entropy) on
+    unlabelled prompts (no labels exist here). Returns the objective per step."""
     mixture.model.eval()
     mixture.set_fixed(None)
     opt = torch.optim.Adam(mixture.parameters(), lr=lr)
@@ -256,8 +314,7 @@ def learn_weights(mixture: Mixture, encode: Callable[[Sequence[str]], dict], pro
     progress = Progress(f"learning mixing weights (lr {lr})", steps, log) if log else None
     for step in range(1, steps + 1):
         idx = rng.choice(len(prompts), min(batch_size, len(prompts)), replace=False)
-        enc = encode([prompts[i] for i in idx])
-        loss = binary_entropy(yes_logit(mixture.model, enc["input_ids"], enc["attention_mask"], yes_id).float()).mean()
+        loss = objective(mixture.model, [prompts[i] for i in idx])
         if not torch.isfinite(loss):
             raise MergeError(f"entropy became {loss.item()} at step {step} with lr {lr}: lower the learning rate")
         opt.zero_grad(set_to_none=True)
@@ -287,15 +344,17 @@ def _open_checkpoint(path: Path | None, fp: str, log: Callable[[str], None]) -> 
     return fresh
 
 
-def select_merge(mixture: Mixture, score: Callable[[], np.ndarray], encode: Callable[[Sequence[str]], dict],
-                 learn_prompts: Sequence[str], select_labels: np.ndarray, yes_id: int, s: MergeSettings,
-                 log: Callable[[str], None] = print, checkpoint: Path | None = None,
-                 fingerprint_: str = "") -> list[MergeResult]:
-    """Every method of MERGE_METHODS, each with its AUC on the selection slice: `score()` returns the
-    Yes logits of the selection prompts under the mixture's current weights, `select_labels` are
-    their validation labels. A fixed method keeps its best candidate; the learned merge takes the
-    (lr, step) with the best selection AUC. Only validation data reaches this function; it has no
-    way to see test rows. With `checkpoint`, every scored candidate and every finished learning rate
+def select_merge(mixture: Mixture, select_score: Callable[[object], float], objective: Objective,
+                 learn_prompts: Sequence, s: MergeSettings, log: Callable[[str], None] = print,
+                 checkpoint: Path | None = None, fingerprint_: str = "",
+                 combine: Callable[[dict], object] | None = None) -> list[MergeResult]:
+    """Every method of MERGE_METHODS, each with its score on the selection slice: `select_score(None)`
+    scores the mixture in its current state (`select_score(model)`: another dense model) on labelled validation rows (AUC pointwise, NDCG listwise;
+    higher is better), `objective` is the entropy the learned merge minimises on `learn_prompts`
+    (unlabelled validation prompts). A fixed method keeps its best candidate; the learned merge takes
+    the (lr, step) with the best selection score; a PEFT combination (TIES, DARE) is built by
+    `combine(weights)` into a dense model that `select_score` scores. Only validation data reaches
+    this function; it has no way to see test rows. With `checkpoint`, every scored candidate and every finished learning rate
     is recorded there, and a rerun with the same `fingerprint_` continues where it stopped."""
     a_name, b_name = mixture.names
     state = _open_checkpoint(checkpoint, fingerprint_, log)
@@ -304,29 +363,34 @@ def select_merge(mixture: Mixture, score: Callable[[], np.ndarray], encode: Call
         if checkpoint is not None:
             fingerprint.write_json(checkpoint, state)
 
-    def fixed_auc(weights: dict[str, float]) -> float:
+    def fixed_score(weights: dict) -> float:
         key = json.dumps(sorted(weights.items()))  # task arithmetic at lambda 0.5 is the equal-weight merge
         if key not in state["fixed"]:
-            mixture.set_fixed(weights)
-            state["fixed"][key] = metrics.auc(select_labels, score())
+            if is_combination(weights):
+                if combine is None:
+                    raise MergeError(f"{weights['combination']} needs `combine` (a PEFT combination builder)")
+                state["fixed"][key] = select_score(combine(weights))
+            else:
+                mixture.set_fixed(weights)
+                state["fixed"][key] = select_score(None)
             save()
         return state["fixed"][key]
 
     results: list[MergeResult] = []
     for method in MERGE_METHODS.values():
         if method.weights is None:
-            results.append(_learned(mixture, score, encode, learn_prompts, select_labels, yes_id, s, log, state, save))
+            results.append(_learned(mixture, select_score, objective, learn_prompts, s, log, state, save))
             continue
-        tried = [MergeResult(method.name, w, None, fixed_auc(w)) for w in method.weights(s, a_name, b_name)]
-        best = max(tried, key=lambda r: r.select_auc)
+        tried = [MergeResult(method.name, w, None, fixed_score(w)) for w in method.weights(s, a_name, b_name)]
+        best = max(tried, key=lambda r: r.select_score)
         if len(tried) > 1:
-            best.candidates = [{"weights": r.weights, "select_auc": r.select_auc} for r in tried]
-        log(f"{method.name} {best.weights}: selection AUC {best.select_auc:.4f}")
+            best.candidates = [{"weights": r.weights, "select_score": r.select_score} for r in tried]
+        log(f"{method.name} {best.weights}: selection score {best.select_score:.4f}")
         results.append(best)
     return results
 
 
-def _learned(mixture: Mixture, score, encode, learn_prompts, select_labels, yes_id: int, s: MergeSettings, log,
+def _learned(mixture: Mixture, select_score, objective: Objective, learn_prompts, s: MergeSettings, log,
              state: dict, save) -> MergeResult:
     """The learned merge: for each learning rate, learn the logits and score a snapshot every
     `eval_every` steps; the best snapshot on the selection rows wins."""
@@ -340,15 +404,15 @@ def _learned(mixture: Mixture, score, encode, learn_prompts, select_labels, yes_
             if step % s.eval_every == 0 or step == s.steps:
                 snapshots.append((step, mixture.logits_state()))
 
-        curve = learn_weights(mixture, encode, learn_prompts, yes_id, lr, s.steps, s.batch_size, s.seed, on_step=snap,
+        curve = learn_weights(mixture, objective, learn_prompts, lr, s.steps, s.batch_size, s.seed, on_step=snap,
                               log=log)
         done = []
         for step, logits in snapshots:
             mixture.load_logits(logits)
             mixture.set_fixed(None)
-            auc = metrics.auc(select_labels, score())
-            done.append({"step": step, "logits": logits, "select_auc": auc})
-            log(f"learned merge lr {lr} step {step}: entropy {curve[step - 1]:.4f}, selection AUC {auc:.4f}")
+            value = select_score(None)
+            done.append({"step": step, "logits": logits, "select_score": value})
+            log(f"learned merge lr {lr} step {step}: entropy {curve[step - 1]:.4f}, selection score {value:.4f}")
         state["learned"][str(lr)] = {"curve": curve, "snapshots": done}
         save()
     best: MergeResult | None = None
@@ -357,10 +421,10 @@ def _learned(mixture: Mixture, score, encode, learn_prompts, select_labels, yes_
         record = state["learned"][str(lr)]
         curves[str(lr)] = record["curve"]
         for snap_ in record["snapshots"]:
-            candidates.append({"lr": lr, "step": snap_["step"], "select_auc": snap_["select_auc"],
+            candidates.append({"lr": lr, "step": snap_["step"], "select_score": snap_["select_score"],
                                "entropy": record["curve"][snap_["step"] - 1]})
-            if best is None or snap_["select_auc"] > best.select_auc:
-                best = MergeResult("reccocktail", None, snap_["logits"], snap_["select_auc"], lr, snap_["step"])
+            if best is None or snap_["select_score"] > best.select_score:
+                best = MergeResult("reccocktail", None, snap_["logits"], snap_["select_score"], lr, snap_["step"])
     assert best is not None
     best.candidates, best.entropy_curves = candidates, curves
     mixture.load_logits(best.logits)

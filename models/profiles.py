@@ -15,14 +15,16 @@ from models.cf import CF_MODELS
 from models.collm import VARIANTS
 from models.lora_train import TrainConfig
 from models.merge import MergeSettings
-from models.strict import ConfigError, Strict, validate
+from models.strict import ConfigError, Strict, partial_model, validate
 
 
 # a profile's per-kind `train` entries: any TrainConfig field, each optional (None: the profile's `train`)
-TrainOverrides = create_model(
-    "TrainOverrides", __base__=Strict, __doc__="Changes to the profile's `train` for one kind of training.",
-    **{name: (Optional[f.annotation], Field(None, description=f.description))
-       for name, f in TrainConfig.model_fields.items()})
+TrainOverrides = partial_model(TrainConfig, "TrainOverrides", "Changes to the profile's `train` for one kind of training.")
+
+
+# a profile's `listwise.merge`: any MergeSettings field, each optional (None: the profile's `merge`)
+MergeOverrides = partial_model(MergeSettings, "MergeOverrides",
+                               "Changes to the profile's `merge` for the listwise cocktail.")
 
 
 def _fraction_at_most_one(v):
@@ -66,6 +68,28 @@ class CoLLMSettings(Strict):
         return self
 
 
+class ListwiseSettings(Strict):
+    """RecCocktail's listwise task as published (PROTOCOLS section 7)."""
+
+    domains: Optional[tuple[str, ...]] = Field(None, description="domains `make demo` runs the listwise stages on; "
+                                                                 "null: every target and cold-start domain with "
+                                                                 "task listwise or both")
+    max_prompt_tokens: PositiveInt = Field(1024, description="token budget of one listwise prompt; the oldest "
+                                                             "history titles are dropped first")
+    base_spirit_rows: RowCount = Field(None, description="lists per general domain for the base spirit (one per "
+                                                         "user: its validation sample, as published); null: all")
+    train_rows: RowCount = Field(None, description="train lists per target domain for its ingredient; null: all")
+    few_shot_rows: PositiveInt = Field(64, description="train lists of a cold-start domain's few-shot ingredient")
+    valid_rows: RowCount = Field(64, description="validation lists per domain for the adapters' validation loss")
+    test_rows: RowCount = Field(None, description="seeded sample of test lists every method is scored on; null: all")
+    train: TrainOverrides = Field(default_factory=TrainOverrides, description="changes to `train` for both listwise "
+                                                                              "adapters")
+    base_spirit: TrainOverrides = Field(default_factory=TrainOverrides, description="then for the base spirit")
+    ingredient: TrainOverrides = Field(default_factory=TrainOverrides, description="then for the ingredients")
+    merge: MergeOverrides = Field(default_factory=MergeOverrides, description="changes to `merge` for the listwise "
+                                                                              "cocktail (generation costs more)")
+
+
 class Profile(Strict):
     """How big the LLM stages run: the model, training, the merge, CoLLM and the evaluation samples."""
 
@@ -86,12 +110,16 @@ class Profile(Strict):
     ingredient: AdapterKind = Field(default_factory=AdapterKind, description="the ingredients' differences")
     merge: MergeSettings = Field(default_factory=MergeSettings, description="the cocktail merge")
     collm: CoLLMSettings = Field(default_factory=CoLLMSettings, description="CoLLM's CIE")
+    listwise: ListwiseSettings = Field(default_factory=ListwiseSettings, description="RecCocktail's listwise task")
 
     @model_validator(mode="after")
     def _effective_settings_valid(self) -> "Profile":
         for kind in ("base_spirit", "ingredient"):
             self.adapter_train(kind)  # min_lr <= lr and the like, after the overrides
         self.collm_train()
+        for kind in ("base_spirit", "ingredient"):
+            self.listwise_train(kind)
+        self.listwise_merge()
         return self
 
     def adapter_train(self, kind: str) -> TrainConfig:
@@ -103,6 +131,16 @@ class Profile(Strict):
 
     def collm_train(self) -> TrainConfig:
         return _apply(self.train, self.collm.train)
+
+    def listwise_train(self, kind: str) -> TrainConfig:
+        return _apply(_apply(self.train, self.listwise.train), getattr(self.listwise, kind))
+
+    def listwise_merge(self) -> MergeSettings:
+        return MergeSettings(**{**self.merge.model_dump(), **self.listwise.merge.model_dump(exclude_none=True)})
+
+    def for_listwise(self) -> "Profile":
+        """This profile with the listwise cocktail's merge settings as its `merge`."""
+        return self.model_copy(update={"merge": self.listwise_merge()})
 
     def reads(self, stage: str) -> dict:
         """The settings a stage reads (part of its code version, so a change there marks it stale)."""
@@ -120,6 +158,14 @@ class Profile(Strict):
                     "train": self.collm_train().model_dump(mode="json"),
                     "train_rows_per_domain": self.train_rows_per_domain, "valid_rows": self.valid_rows,
                     "test_rows": self.test_rows, "ranking_users": self.ranking_users}
+        if stage.startswith("listwise_"):
+            lw = self.listwise.model_dump(mode="json", exclude={"train", "base_spirit", "ingredient", "domains", "merge"})
+            out = {"model": self.model, "listwise": lw}
+            if stage in ("listwise_base_spirit", "listwise_ingredient"):
+                out["train"] = self.listwise_train(stage.removeprefix("listwise_")).model_dump(mode="json")
+            if stage in ("listwise_cocktail", "listwise_scores"):
+                out["merge"] = self.listwise_merge().model_dump(mode="json")
+            return out
         raise KeyError(stage)
 
 
@@ -212,14 +258,18 @@ def profiles_markdown() -> str:
 
     shipped = load_profiles([PROFILES_FILE])
     rows = ["| profile | model | steps (base spirit / ingredient / CIE) | batch | valid rows | test rows | lists | "
-            "LLM domains | what for |", "|---|---|---|---|---|---|---|---|---|"]
+            "LLM domains | listwise steps (base spirit / ingredient), batch, test lists | listwise domains | what for |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    every = lambda v: "all" if v is None else v  # noqa: E731
+    domains = lambda v: "all" if v is None else (", ".join(v) or "none")  # noqa: E731
     for name, p in shipped.items():
         steps = " / ".join(str(t.max_steps) for t in (p.adapter_train("base_spirit"), p.adapter_train("ingredient"),
                                                        p.collm_train()))
-        every = lambda v: "all" if v is None else v  # noqa: E731
+        lw = [p.listwise_train(k) for k in ("base_spirit", "ingredient")]
+        lw_steps = " / ".join(f"{t.epochs:g} epochs" if t.epochs else str(t.max_steps) for t in lw)
         rows.append(f"| `{name}` | `{p.model}` | {steps} | {p.train.batch_size} | {p.valid_rows} | {every(p.test_rows)} "
-                    f"| {every(p.ranking_users)} | {', '.join(p.llm_domains) if p.llm_domains else 'all'} | "
-                    f"{p.description} |")
+                    f"| {every(p.ranking_users)} | {domains(p.llm_domains)} | {lw_steps}, {lw[1].batch_size}, "
+                    f"{every(p.listwise.test_rows)} | {domains(p.listwise.domains)} | {p.description} |")
     return "\n".join(rows) + "\n\n" + schema_markdown(ProfilesFile)
 
 

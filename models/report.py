@@ -34,8 +34,25 @@ PUBLISHED: dict[str, list[tuple[str, str, float, float]]] = {
 
 
 # the papers' method names -> ours, for the published-numbers comparison
-PAPER_NAMES = {"MF": "mf", "TALLRec": "ingredient_tallrec", "CoLLM-MF": "collm_mf", "RecCocktail": "reccocktail",
-               "CoLLM on RecCocktail (ours)": "collm_mf_cocktail"}
+PAPER_NAMES = {"MF": "mf", "TALLRec": "ingredient_tallrec", "CoLLM-MF": "collm_mf",
+               "RecCocktail, pointwise (ours)": "reccocktail", "CoLLM on RecCocktail (ours)": "collm_mf_cocktail"}
+# the pointwise rows of the cocktail stage that are our adaptation of RecCocktail (PROTOCOLS section 8):
+# every merge method on the Yes/No adapters but the ingredient alone, which is TALLRec as published
+POINTWISE_COCKTAIL_ROWS = ("base_spirit", "equal_weights", "task_arithmetic", "ties", "dare", "reccocktail",
+                           "collm_mf_cocktail")
+
+
+def pointwise_cocktail_note(method_names: list[str]) -> list[str]:
+    """The report's statement that the pointwise cocktail rows are ours; nothing when it has none of them."""
+    ours = [m for m in method_names if m in POINTWISE_COCKTAIL_ROWS or m.endswith("_cocktail")]
+    if not ours:
+        return []
+    lines = ["## Our pointwise adaptation of RecCocktail", "",
+             f"The rows {', '.join(f'`{m}`' for m in ours)} come from **our adaptation** of RecCocktail to CoLLM's "
+             "Yes/No task (PROTOCOLS section 8): the base spirit and the ingredient are Yes/No adapters, and the "
+             "merge minimises the binary entropy of P(Yes). It is not the paper's method; RecCocktail as published "
+             "is the listwise task (its own section, where the domain has `task: listwise` or `both`).", ""]
+    return lines
 
 
 @dataclass
@@ -484,9 +501,11 @@ class WrittenReport:
 
 def write_report(out: Path, domain: str, test: pl.DataFrame, methods: list[MethodScores], settings: dict[str, Any],
                  lineage: list[dict], reference: str | None, ev: dict, one_row_per_user: bool,
-                 run_id: str) -> WrittenReport:
+                 run_id: str, sections: list[str] | None = None, extra: dict | None = None) -> WrittenReport:
     """Evaluate every method (and again on the rows all of them scored), plot, and write report.md,
-    metrics.json and history/<run_id>.json under `out`. `ev` is the config's evaluation settings."""
+    metrics.json and history/<run_id>.json under `out`. `ev` is the config's evaluation settings;
+    `sections` are more markdown lines (RecCocktail's sections: `pointwise_cocktail_note`,
+    models/listwise_report.py), put before "How to read this"; `extra` joins metrics.json."""
     import functools
     import shutil
 
@@ -499,8 +518,12 @@ def write_report(out: Path, domain: str, test: pl.DataFrame, methods: list[Metho
     plots = {"roc": str(plot_roc(test, methods, out / "roc.png")),
              "metrics": str(plot_metrics(result, out / "metrics.png"))}
     text = markdown(domain, test, result, settings, lineage, reference, plots, same_rows)
+    if sections:
+        head, sep, tail = text.partition("## How to read this")
+        text = head + "\n".join(sections) + "\n" + sep + tail
     (out / "report.md").write_text(text)
-    payload = {"domain": domain, "metrics": result, "settings": settings, "lineage": lineage, "test_rows": test.height}
+    payload = {"domain": domain, "metrics": result, "settings": settings, "lineage": lineage, "test_rows": test.height,
+               **(extra or {})}
     if same_rows is not None:
         payload["same_rows"] = {"rows": same_rows[1], "metrics": same_rows[0]}
     (out / "metrics.json").write_text(json.dumps(payload, indent=2, default=str))

@@ -59,6 +59,19 @@ class Strict(BaseModel):
         return iter(())
 
 
+def partial_model(model: type[BaseModel], name: str, doc: str, base: type[BaseModel] = Strict) -> type[BaseModel]:
+    """A model with every field of `model`, each optional (None: not changed) but keeping its
+    constraints: the "changes to ..." sections (a profile's per-kind `train`, a domain's `cf`)."""
+    from typing import Optional
+
+    from pydantic import Field, create_model
+
+    return create_model(name, __base__=base, __doc__=doc, __module__=model.__module__, **{
+        k: (Optional[Annotated[(f.annotation, *f.metadata)]] if f.metadata else Optional[f.annotation],
+            Field(None, description=f.description))
+        for k, f in model.model_fields.items()})
+
+
 def validate(model_cls: type[BaseModel], raw: Any, source: str, problems: Iterable[Problem | str] = ()):
     """`model_cls` validated from `raw` (a file's parsed content), or a ConfigError that lists every
     problem with its dotted key path and, for unknown keys and values, the closest valid name.

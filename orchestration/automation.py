@@ -16,6 +16,9 @@ import os
 import dagster as dg
 
 LLM_ASSETS = ("base_spirit_lora", "ingredient_lora", "cocktail_model", "llm_scores", "collm_cie")
+# RecCocktail's listwise assets run on the domains with a listwise task only: launched by hand or
+# `make demo`, never by the schedule (which would target every domain partition)
+LISTWISE_ASSETS = ("listwise_base_spirit", "listwise_ingredient", "listwise_cocktail", "listwise_scores")
 CHEAP_ASSETS = ("ranking_candidates", "cf_embeddings", "evaluation_report", "evaluation_summary")
 LLM_REFRESH_CRON = os.environ.get("LLMREC_LLM_REFRESH_CRON", "0 3 * * 6")
 AUTOMATION_INTERVAL_S = int(os.environ.get("LLMREC_AUTOMATION_INTERVAL_S", "30"))
@@ -25,7 +28,7 @@ EAGER = dg.AutomationCondition.eager()
 REPORT_EAGER = (
     dg.AutomationCondition.in_latest_time_window()
     & (dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated()).since_last_handled()
-    & ~dg.AutomationCondition.any_deps_missing().ignore(dg.AssetSelection.assets(*LLM_ASSETS))
+    & ~dg.AutomationCondition.any_deps_missing().ignore(dg.AssetSelection.assets(*LLM_ASSETS, *LISTWISE_ASSETS))
     & ~dg.AutomationCondition.any_deps_in_progress()
     & ~dg.AutomationCondition.in_progress()
 ).with_label("eager (LLM score inputs optional)")

@@ -3,6 +3,7 @@ recorded in the Dagster instance under $DAGSTER_HOME so `make ui` shows the runs
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
@@ -19,7 +20,19 @@ from models.profiles import get_profile
 from orchestration.recovery import reap_dead_runs
 
 
-def main() -> int:
+def listwise_domains(cfg, chosen) -> list[str]:
+    """The domains the listwise stages run on: the profile's list, or every target and cold-start domain
+    whose task includes listwise."""
+    eligible = [d for d, dom in sorted(cfg.domains.items()) if dom.listwise and dom.role != "general"]
+    return eligible if chosen is None else [d for d in chosen if d in eligible]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m orchestration.demo", description=__doc__)
+    ap.add_argument("--listwise-only", action="store_true",
+                    help="skip the pointwise LLM stages (CoLLM, TALLRec, our pointwise cocktail): data, CF baselines, "
+                         "RecCocktail's listwise stages and the reports only")
+    args = ap.parse_args(argv)
     os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".dagster_home"))
     Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
     jobs.LOG_LEVEL = "INFO"
@@ -42,16 +55,25 @@ def main() -> int:
                   for e in result.get_asset_materialization_events()}["temporal_split"]
             rows.append((dom, cfg.domains[dom].role, *(md[f"{s}/rows"].value for s in ("train", "valid", "test")),
                          md["test/not_cold"].value, md["test/warm"].value, md["path"].value))
-        llm_domains = get_profile(settings.profile).llm_domains
+        prof = get_profile(settings.profile)
+        llm_domains = prof.llm_domains
         llm_domains = sorted(cfg.domains) if llm_domains is None else [d for d in llm_domains if d in cfg.domains]
+        if args.listwise_only:
+            llm_domains = []
+        listwise = listwise_domains(cfg, prof.listwise.domains)
         if llm_domains:
             print(f"[demo] base spirit LoRA ({settings.profile} profile)", flush=True)
             failed += not train_base_spirit(defs, instance, raise_on_error=False).success
+        if listwise:
+            print(f"[demo] listwise base spirit LoRA, RecCocktail as published ({settings.profile} profile)", flush=True)
+            failed += not train_base_spirit(defs, instance, raise_on_error=False, listwise=True).success
         for dom in sorted(cfg.domains):
-            with_llm = dom in llm_domains
-            print(f"[demo] domain {dom}: CF baselines{', ingredient LoRA, LLM scores' if with_llm else ''} "
-                  "and evaluation report", flush=True)
-            result = evaluate_domain(defs, dom, instance, raise_on_error=False, with_llm=with_llm)
+            with_llm = dom in llm_domains and cfg.domains[dom].pointwise
+            what = (", listwise ingredient, cocktail and scores" if dom in listwise else
+                    ", ingredient LoRA, LLM scores" if with_llm else "")
+            print(f"[demo] domain {dom}: CF baselines{what} and evaluation report", flush=True)
+            result = evaluate_domain(defs, dom, instance, raise_on_error=False, with_llm=with_llm,
+                                     listwise=dom in listwise)
             if not result.success:
                 print(f"[demo]   evaluate_domain failed for {dom}; see the run in `make ui`", flush=True)
                 failed += 1

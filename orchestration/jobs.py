@@ -38,12 +38,21 @@ evaluate_domain_llm_job = dg.define_asset_job(
                                                                 "collm_cie"),
     description="As evaluate_domain, plus the domain's ingredient LoRA, its cocktail with the base spirit, "
                 "CoLLM's CIE and the LLM rows of the report.")
+train_listwise_base_spirit_job = dg.define_asset_job(
+    "train_listwise_base_spirit", selection=dg.AssetSelection.assets("listwise_base_spirit"),
+    description="RecCocktail's listwise base spirit (as published) on the general domains.")
+evaluate_domain_listwise_job = dg.define_asset_job(
+    "evaluate_domain_listwise",
+    selection=EVALUATION_ASSETS | dg.AssetSelection.assets("listwise_ingredient", "listwise_cocktail",
+                                                                "listwise_scores"),
+    description="As evaluate_domain, plus RecCocktail as published: the domain's listwise ingredient, its "
+                "cocktail with the listwise base spirit, every merge method's listwise scores and their report table.")
 summarize_job = dg.define_asset_job(
     "summarize", selection=dg.AssetSelection.assets("evaluation_summary"),
     description="The cross-domain summary of every domain's report.")
 
-JOBS = [ingest_dataset_job, ingest_landing_job, prepare_domain_job, evaluate_domain_job, train_base_spirit_job, evaluate_domain_llm_job,
-        summarize_job]
+JOBS = [ingest_dataset_job, ingest_landing_job, prepare_domain_job, evaluate_domain_job, train_base_spirit_job,
+        evaluate_domain_llm_job, train_listwise_base_spirit_job, evaluate_domain_listwise_job, summarize_job]
 
 
 # console log level of in-process runs; `make demo` sets INFO so progress shows without event noise
@@ -78,16 +87,18 @@ def materialize_domain(defs: dg.Definitions, domain: str, instance: dg.DagsterIn
 
 
 def evaluate_domain(defs: dg.Definitions, domain: str, instance: dg.DagsterInstance | None = None,
-                    raise_on_error: bool = True, with_llm: bool = False) -> dg.ExecuteInJobResult:
-    job = evaluate_domain_llm_job if with_llm else evaluate_domain_job
+                    raise_on_error: bool = True, with_llm: bool = False,
+                    listwise: bool = False) -> dg.ExecuteInJobResult:
+    job = evaluate_domain_listwise_job if listwise else evaluate_domain_llm_job if with_llm else evaluate_domain_job
     return _run(defs, job.name, domain, instance, raise_on_error)
 
 
 def train_base_spirit(defs: dg.Definitions, instance: dg.DagsterInstance | None = None,
-                      raise_on_error: bool = True) -> dg.ExecuteInJobResult:
+                      raise_on_error: bool = True, listwise: bool = False) -> dg.ExecuteInJobResult:
     if instance is not None:
         reap_dead_runs(instance)
-    return defs.resolve_job_def(train_base_spirit_job.name).execute_in_process(
+    job = train_listwise_base_spirit_job if listwise else train_base_spirit_job
+    return defs.resolve_job_def(job.name).execute_in_process(
         instance=instance, raise_on_error=raise_on_error, run_config=_run_config())
 
 

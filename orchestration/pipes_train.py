@@ -25,13 +25,15 @@ def _typed(v):
 def main() -> None:
     with open_dagster_pipes() as pipes:
         from models.adapters import train_adapter
+        from models.config import load_config
         from models.profiles import Profile
         from models.workspace import Workspace
 
         ex = pipes.extras
         pipes.log.info(f"pipes trainer: {ex['kind']} on {', '.join(ex['domains'])}")
         md = train_adapter(Workspace(Path(ex["data_dir"])), dict(ex["domains"]), ex["kind"],
-                           Profile.model_validate(ex["profile"]), log=pipes.log.info)
+                           Profile.model_validate(ex["profile"]), log=pipes.log.info,
+                           cfg=load_config(Path(ex["config_path"])))
         pipes.report_asset_materialization(metadata={k: _typed(v) for k, v in md.items()},
                                            data_version=md["adapter_sha256"][:16])
 

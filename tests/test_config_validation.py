@@ -87,7 +87,9 @@ UNKNOWN_KEYS = [
     ("domains.movies.refrence", "did you mean `reference`?"),
     ("domains.horror.item_nuon", "did you mean `item_noun`?"),
     ("domains.movies.label_threshold", "`label_threshold` is a key of `datasets.<name>`"),
-    ("domains.comedy.filter.categroy", "did you mean `category`?"),
+    ("domains.ml100k_comedy.filter.categroy", "did you mean `category`?"),
+    ("domains.ml1m_loo.cf.mf.batch_sise", "did you mean `batch_size`?"),
+    ("domains.ml1m_loo.cf.mff", "did you mean `mf`?"),
 ]
 
 
@@ -158,10 +160,11 @@ BAD_VALUES = [
     ("datasets.ml1m.split.origin", "2000-13", ": must be a month such as \"2000-04\""),
     ("datasets.ml100k.split.min_user_records", 2, ": must be >= 3 (got 2)"),
     ("domains.movies.role", "targt", "='targt': choose one of general, target, cold_start; did you mean `target`?"),
-    ("domains.movies.reference", "collm_ml1", "='collm_ml1': choose one of collm_ml1m, collm_amazon_book; "
+    ("domains.movies.reference", "collm_ml1", "='collm_ml1': choose one of collm_ml1m, collm_amazon_book, reccocktail_ml1m; "
                                               "did you mean `collm_ml1m`?"),
     ("domains.movies.dataset", "ml1mm", "='ml1mm': not a dataset in this file; did you mean `ml1m`?"),
     ("domains.movies.item_noun", 5, ": must be a valid string (got 5)"),
+    ("domains.ml1m_loo.cf.mf.lr", -0.5, ": must be > 0.0 (got -0.5)"),
 ]
 
 
@@ -243,7 +246,8 @@ def test_the_shipped_config_loads_with_todays_values():
     cfg = load_config(SHIPPED)
     assert cfg.path == SHIPPED
     assert list(cfg.datasets) == ["ml1m", "ml100k"]
-    assert list(cfg.domains) == ["movies", "comedy", "drama", "action", "horror", "scifi", "documentary", "ml100k"]
+    assert list(cfg.domains) == ["movies", "horror", "scifi", "ml1m_loo", "documentary", "ml100k", "ml100k_comedy",
+                                 "ml100k_drama", "ml100k_action"]
     ml1m = cfg.datasets["ml1m"]
     assert ml1m.split == SplitSpec("month_window", {"train_slots": [14, 23], "valid_slots": [24, 28],
                                                     "test_slots": [29, 33], "origin": None})
@@ -255,16 +259,22 @@ def test_the_shipped_config_loads_with_todays_values():
     movies, horror, doc = cfg.domains["movies"], cfg.domains["horror"], cfg.domains["documentary"]
     assert (movies.dataset, movies.role, movies.category, movies.reference, movies.item_noun) == (
         "ml1m", "target", None, "collm_ml1m", "movie")
-    assert (horror.category, horror.split, doc.role) == ("Horror", ml1m.split, "cold_start")
-    assert [d.name for d in cfg.domains_of("ml100k")] == ["ml100k"]
+    assert (horror.category, horror.split, doc.role, doc.task) == ("Horror", ml1m.split, "cold_start", "listwise")
+    assert doc.split == SplitSpec("leave_one_out", {"min_user_records": 5}) and horror.task == "pointwise"
+    assert [d.name for d in cfg.domains_of("ml100k")] == ["ml100k", "ml100k_comedy", "ml100k_drama", "ml100k_action"]
+    assert cfg.domains["ml1m_loo"].words["purchased"] == "watched" and cfg.listwise_history_length == 10
     assert (cfg.quarantine_max_share, cfg.warm_threshold, cfg.history_length) == (0.05, 3, 10)
     assert cfg.cf["seed"] == 2023 and cfg.cf["popularity"] == {}
+    big = cfg.cf_for("ml1m_loo")["mf"]  # a million-row split: its own MF batch, the rest from settings.cf
+    assert big["batch_size"] > cfg.cf["mf"]["batch_size"] and big["dim"] == cfg.cf["mf"]["dim"]
+    assert cfg.cf_for("movies") == cfg.cf
     assert cfg.cf["als"] == {"factors": 64, "regularization": 0.01, "iterations": 15}
     assert cfg.cf["mf"]["dim"] == 256 and cfg.cf["mf"]["threads"] == 0  # defaults filled in
     assert cfg.evaluation == {"ranking_negatives": 29, "ranking_k": [1, 3, 5], "bootstrap_samples": 1000, "seed": 2023,
                               "regression_tolerance": 0.01, "min_subset_rows": 20,
                               "floors": {"movies": {"mf": {"auc": 0.64, "uauc": 0.62}}}}
-    assert set(cfg.settings) == {"quarantine_max_share", "warm_threshold", "history_length", "cf", "evaluation"}
+    assert set(cfg.settings) == {"quarantine_max_share", "warm_threshold", "history_length", "cf", "evaluation",
+                                 "base_spirit_excludes_target_users", "listwise_history_length"}
 
 
 def test_defaults_fill_a_minimal_file(tmp_path):
@@ -417,6 +427,27 @@ def test_the_shipped_profiles_load_and_a_user_profile_extends_one(tmp_path, monk
     assert shipped["demo"].adapter_train("base_spirit").eval_every == 24
     assert shipped["demo"].adapter_train("ingredient").eval_every == 12
     assert shipped["full"].valid_rows == 0.5 and shipped["full"].train.batch_size == 16
+
+
+def test_the_full_profile_has_reccocktails_published_settings():
+    """PROTOCOLS section 7: r 16, alpha 32, dropout 0.05 on every linear layer, lr 2e-4 cosine with 5 %
+    warm-up, 2 epochs base spirit / 4 ingredient, effective batch 128 by accumulation; the listwise merge
+    has its own budget while the pointwise one keeps the profile's."""
+    full = profmod.load_profiles()["full"]
+    linear = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    for kind, epochs in (("base_spirit", 2), ("ingredient", 4)):
+        c = full.listwise_train(kind)
+        assert (c.lora_r, c.lora_alpha, c.lora_dropout, c.lr, c.warmup_ratio, c.epochs) == (16, 32, 0.05, 2e-4, 0.05,
+                                                                                             epochs)
+        assert tuple(c.target_modules) == linear and c.batch_size == 128 and c.grad_accum == 16
+        steps = c.for_rows(1000)  # epochs and warm-up share resolved for a training set of 1,000 lists
+        assert steps.max_steps == -(-epochs * 1000 // 128) and steps.warmup_steps == round(0.05 * steps.max_steps)
+    assert full.adapter_train("ingredient").lora_r == 8  # CoLLM's pointwise adapters keep r 8 on q/v
+    assert full.listwise_merge().learn_rows == 100 and full.listwise_merge().entropy_buffer == 60
+    assert full.merge.learn_rows == 500 and full.for_listwise().merge == full.listwise_merge()
+
+
+def test_a_user_profile_extends_a_shipped_one(tmp_path, monkeypatch):
     path = tmp_path / "my_profiles.yaml"
     path.write_text(yaml.safe_dump({"profiles": {"gpu": {"extends": "full", "model": "/models/qwen2",
                                                          "train": {"lr": 0.0002}}}}))

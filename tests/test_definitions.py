@@ -27,7 +27,13 @@ EXPECTED_ASSETS = {
     "cocktail_model": ("domain", ["base_spirit_lora", "ingredient_lora", "temporal_split"]),
     "llm_scores": ("domain", ["base_spirit_lora", "cocktail_model", "ingredient_lora", "ranking_candidates"]),
     "collm_cie": ("domain", ["cf_embeddings", "cocktail_model", "ingredient_lora", "ranking_candidates"]),
-    "evaluation_report": ("domain", ["cf_embeddings", "collm_cie", "llm_scores", "ranking_candidates", "temporal_split"]),
+    "listwise_base_spirit": ("none", ["temporal_split"]),
+    "listwise_ingredient": ("domain", ["temporal_split"]),
+    "listwise_cocktail": ("domain", ["listwise_base_spirit", "listwise_ingredient", "temporal_split"]),
+    "listwise_scores": ("domain", ["listwise_base_spirit", "listwise_cocktail", "listwise_ingredient",
+                                   "temporal_split"]),
+    "evaluation_report": ("domain", ["base_spirit_lora", "cf_embeddings", "collm_cie", "listwise_base_spirit",
+                                     "listwise_scores", "llm_scores", "ranking_candidates", "temporal_split"]),
     "evaluation_summary": ("none", ["evaluation_report"]),
 }
 

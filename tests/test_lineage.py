@@ -13,7 +13,7 @@ from models import llm
 from models.config import Settings
 from orchestration.definitions import build_definitions
 from orchestration.jobs import evaluate_domain, materialize_dataset, materialize_domain, train_base_spirit
-from test_report import write_fixture
+from test_report import add_general_domain, write_fixture
 
 LLM_ASSETS = ("base_spirit_lora", "ingredient_lora", "cocktail_model", "llm_scores", "collm_cie")
 DATA_ASSETS = ("raw_interactions", "raw_items", "interactions", "domain_interactions", "temporal_split",
@@ -44,9 +44,7 @@ def world(tmp_path_factory):
     """The smoke chain materialized once with tiny model A; profiles for model B and for one changed value."""
     tmp = tmp_path_factory.mktemp("lineage")
     settings = write_fixture(tmp)
-    cfg = yaml.safe_load(settings.config_path.read_text())
-    cfg["domains"]["shop_all"] = {"dataset": "synthetic", "item_noun": "item", "role": "general"}
-    settings.config_path.write_text(yaml.safe_dump(cfg))
+    add_general_domain(settings)
     model_a = llm.make_tiny_model(tmp / "tiny-a", hidden_size=64, layers=2, seed=1)
     model_b = llm.make_tiny_model(tmp / "tiny-b", hidden_size=96, layers=2, seed=2)
     profiles = tmp / "my_profiles.yaml"
@@ -61,7 +59,8 @@ def world(tmp_path_factory):
     at = {name: Settings(settings.data_dir, settings.config_path, name) for name in ("tiny_a", "tiny_b", "tiny_a_lr")}
     defs = build_definitions(at["tiny_a"])
     instance = dg.DagsterInstance.ephemeral()
-    assert materialize_dataset(defs, "synthetic", instance).success
+    for ds in ("synthetic", "general"):
+        assert materialize_dataset(defs, ds, instance).success
     for d in ("shop", "shop_all"):
         assert materialize_domain(defs, d, instance).success
     assert train_base_spirit(defs, instance).success

@@ -14,17 +14,16 @@ from transformers import AutoModelForCausalLM
 from models.config import PROJECT_ROOT, Settings
 from orchestration.definitions import build_definitions
 from orchestration.jobs import evaluate_domain, materialize_dataset, materialize_domain, train_base_spirit
-from test_report import write_fixture
+from test_report import add_general_domain, write_fixture
 
 
 def test_llm_rows_join_the_report(tmp_path):
     settings = write_fixture(tmp_path)
-    cfg = yaml.safe_load(settings.config_path.read_text())
-    cfg["domains"]["shop_all"] = {"dataset": "synthetic", "item_noun": "item", "role": "general"}
-    settings.config_path.write_text(yaml.safe_dump(cfg))
+    add_general_domain(settings)
     defs = build_definitions(Settings(settings.data_dir, settings.config_path, "smoke"))
     instance = dg.DagsterInstance.ephemeral()
-    assert materialize_dataset(defs, "synthetic", instance).success
+    for ds in ("synthetic", "general"):
+        assert materialize_dataset(defs, ds, instance).success
     for d in ("shop", "shop_all"):
         assert materialize_domain(defs, d, instance).success
     base = train_base_spirit(defs, instance)
@@ -37,12 +36,17 @@ def test_llm_rows_join_the_report(tmp_path):
     assert result.success
     payload = json.loads((settings.data_dir / "reports" / "shop" / "metrics.json").read_text())
     llm_methods = ("llm_untrained", "base_spirit", "ingredient_tallrec", "reccocktail", "equal_weights",
-                   "task_arithmetic", "collm_mf", "collm_mf_cocktail")
+                   "task_arithmetic", "ties", "dare", "collm_mf", "collm_mf_cocktail")
     assert set(llm_methods) <= set(payload["metrics"])
     for method in llm_methods:
         assert payload["metrics"][method]["all"]["auc"]["n"] > 0
         assert "ndcg@1" in payload["metrics"][method]["all"]
-    assert [x["asset"] for x in payload["lineage"]][-2:] == ["llm_scores", "collm_cie"]
+    # the base spirit's training rows are an input too (the overlap statement): none shared with shop
+    assert [x["asset"] for x in payload["lineage"]][-3:] == ["llm_scores", "collm_cie", "base_spirit_lora"]
+    assert payload["base_spirit_overlap"]["base_spirit"]["rows"] == 0 == payload["base_spirit_overlap"][
+        "base_spirit"]["users"]
+    text = (settings.data_dir / "reports" / "shop" / "report.md").read_text()
+    assert "## Our pointwise adaptation of RecCocktail" in text and "`reccocktail`" in text
     adapter = settings.data_dir / "adapters" / "ingredient" / "shop" / "adapter"
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(settings.data_dir / "models" / "tiny-llama-smoke"), adapter)
     assert any("lora_B" in n for n, _ in model.named_parameters())
@@ -58,7 +62,7 @@ def test_llm_rows_join_the_report(tmp_path):
     assert (cocktail / "weights.png").stat().st_size > 0 and (cocktail / "entropy.png").stat().st_size > 0
     merged = json.loads((cocktail / "merge.json").read_text())
     assert [r["method"] for r in merged["results"]] == ["base_only", "ingredient_only", "equal_weights",
-                                                         "task_arithmetic", "reccocktail"]
+                                                         "task_arithmetic", "ties", "dare", "reccocktail"]
     (ev,) = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "collm_cie"]
     cmd = {k: v.value for k, v in ev.materialization.metadata.items()}
     assert cmd["collm_mf/steps"] == 6 and 0 < cmd["collm_mf/test_id_prompt_share"] <= 1

@@ -1,5 +1,6 @@
 """The LoRA trainer on the tiny smoke model: PEFT-format adapters, resume after kill -9 to the
-same result, a 2-process gloo DDP run, and the non-finite-loss guard."""
+same result, a 2-process gloo DDP run, and the non-finite-loss guard; resume and DDP for both
+objectives (the Yes logit, and RecCocktail's listwise answer tokens)."""
 
 import json
 import os
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 from models import llm
-from models.lora_train import NonFiniteLoss, TrainConfig, lr_at, train
+from models.lora_train import ANSWER, YES, NonFiniteLoss, TrainConfig, lr_at, train
 from models.prompts import PromptBuilder
 
 
@@ -32,16 +33,36 @@ def _data(n: int, seed: int):
     return prompts, labels
 
 
-def _job(tmp: Path, model_path: Path, out: Path, **config) -> Path:
-    tp, tl = _data(96, 0)
-    vp, vl = _data(32, 1)
+def _answer_data(model_path: Path, n: int, seed: int) -> tuple[list[list[int]], np.ndarray]:
+    """Listwise sequences (the authors' prompt in the chat template, then the answer) as token ids, and
+    each one's answer start: the trainer's `answer` objective."""
+    from transformers import AutoTokenizer
+
+    from models import listwise
+
+    tok = AutoTokenizer.from_pretrained(model_path)
+    rng = np.random.default_rng(seed)
+    ids, starts = [], []
+    for _ in range(n):
+        cands = [f"Film {k}" for k in rng.choice(50, 6, replace=False)]
+        prompt = listwise.prompt_text(tok, [f"Film {k}" for k in rng.choice(50, 3)], cands)
+        seq, start = listwise.encode_example(tok, prompt, listwise.answer_text(cands[0], cands, rng, 3))
+        ids.append(seq)
+        starts.append(start)
+    return ids, np.array(starts)
+
+
+def _job(tmp: Path, model_path: Path, out: Path, objective: str = "yes", **config) -> Path:
+    data = _data if objective == "yes" else lambda n, seed: _answer_data(model_path, n, seed)
+    tp, tl = data(96, 0)
+    vp, vl = data(32, 1)
     (tmp / "data.json").write_text(json.dumps({"train_prompts": tp, "train_labels": tl.tolist(),
                                                "valid_prompts": vp, "valid_labels": vl.tolist()}))
     cfg = {**TrainConfig().model_dump(mode="json"), "warmup_steps": 2, "lr": 5e-3, "batch_size": 8, "eval_every": 10,
            "checkpoint_every": 5, "max_steps": 40, **config}
     job = tmp / f"job-{out.name}.json"
     job.write_text(json.dumps({"model_path": str(model_path), "data": str(tmp / "data.json"), "out_dir": str(out),
-                               "config": cfg, "threads": 1}))
+                               "config": cfg, "threads": 1, "objective": objective}))
     return job
 
 
@@ -74,11 +95,12 @@ def test_training_saves_an_adapter_peft_loads(model_path, tmp_path):
     assert any("lora_A" in n for n, _ in peft.named_parameters())
 
 
-def test_resume_after_kill_9_ends_with_the_same_adapter(model_path, tmp_path):
+@pytest.mark.parametrize("objective", ["yes", "answer"])
+def test_resume_after_kill_9_ends_with_the_same_adapter(model_path, tmp_path, objective):
     full = tmp_path / "full"
-    assert _run(_job(tmp_path, model_path, full)).returncode == 0
+    assert _run(_job(tmp_path, model_path, full, objective)).returncode == 0
     killed = tmp_path / "killed"
-    job = _job(tmp_path, model_path, killed)
+    job = _job(tmp_path, model_path, killed, objective)
     proc = subprocess.Popen([sys.executable, "-m", "models.lora_train", str(job)], cwd=Path(__file__).parent.parent,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
@@ -100,9 +122,10 @@ def test_resume_after_kill_9_ends_with_the_same_adapter(model_path, tmp_path):
     assert a["state"]["best_step"] == b["state"]["best_step"]
 
 
-def test_two_process_gloo_ddp_trains(model_path, tmp_path):
+@pytest.mark.parametrize("objective", ["yes", "answer"])
+def test_two_process_gloo_ddp_trains(model_path, tmp_path, objective):
     out = tmp_path / "ddp"
-    job = _job(tmp_path, model_path, out, max_steps=10, eval_every=5)
+    job = _job(tmp_path, model_path, out, objective, max_steps=10, eval_every=5)
     torchrun = Path(sys.executable).parent / "torchrun"
     res = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "models.lora_train", str(job)],
                          capture_output=True, text=True, timeout=600, cwd=Path(__file__).parent.parent,
@@ -110,16 +133,20 @@ def test_two_process_gloo_ddp_trains(model_path, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     result = json.loads((out / "result.json").read_text())
     assert result["steps"] == 10 and len(result["history"]) == 2
+    assert result["valid_metric"] == ("valid_auc" if objective == "yes" else "valid_loss")
+    assert all(objective == "yes" or h["valid_loss"] > 0 for h in result["history"])
     assert (out / "adapter" / "adapter_config.json").exists()
 
 
-def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(model_path, tmp_path):
-    tp, tl = _data(32, 0)
+@pytest.mark.parametrize("objective", ["yes", "answer"])
+def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(model_path, tmp_path, objective):
+    tp, tl = _data(32, 0) if objective == "yes" else _answer_data(model_path, 32, 0)
     loaded = llm.load(model_path, device="cpu")
     cfg = TrainConfig(warmup_steps=0, lr=1e12, min_lr=1e12, batch_size=8, eval_every=100, checkpoint_every=1,
                       max_steps=50)
     with pytest.raises(NonFiniteLoss, match="Lower the learning rate") as err:
-        train(loaded, tp, tl, tp, tl, tmp_path, cfg, log=lambda s: None)
+        train(loaded, tp, tl, tp, tl, tmp_path, cfg, log=lambda s: None, objective=ANSWER if objective == "answer"
+              else YES)
     ck = torch.load(tmp_path / "checkpoint" / "checkpoint.pt", weights_only=False)
     assert f"step {ck['state']['step']}" in str(err.value)
     assert all(torch.isfinite(v).all() for v in ck["trainable"].values())

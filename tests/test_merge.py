@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 import torch
 
-from models import llm, merge, scorer
+from models import llm, merge, metrics, scorer
 from models.prompts import PromptBuilder
 
 
@@ -53,8 +53,8 @@ def _encode(loaded):
 def test_dense_model_scores_equal_the_mixture_with_learned_weights(setup):
     path, adapters, root = setup
     loaded, mix = _mixture(path, adapters)
-    curve = merge.learn_weights(mix, _encode(loaded), _prompts(32, 1), loaded.yes_id, lr=0.5, steps=6,
-                                batch_size=8, seed=0)
+    curve = merge.learn_weights(mix, merge.yes_entropy(_encode(loaded), loaded.yes_id), _prompts(32, 1), lr=0.5,
+                                steps=6, batch_size=8, seed=0)
     assert np.isfinite(curve).all() and curve[-1] < curve[0]  # the entropy goes down
     table = mix.weight_table()
     weights = np.array([w for t in table.values() for w in t.values()])
@@ -83,6 +83,33 @@ def test_one_adapter_weights_equal_peft_merge(setup, name):
     ref = llm.load(path, device="cpu")
     ref.model = PeftModel.from_pretrained(ref.model, adapters[name]).merge_and_unload().eval()
     assert np.abs(scorer.score(ref, prompts) - ours).max() < 1e-4
+
+
+@pytest.mark.parametrize("combination", ["ties", "dare_linear"])
+def test_a_peft_combination_folds_into_the_model_peft_itself_merges(setup, combination):
+    """TIES and DARE come from PEFT's own `add_weighted_adapter` (seeded) and are folded by our merge
+    code like every other method: the dense result equals PEFT's merge_and_unload of the same combination."""
+    from peft import PeftModel
+
+    path, adapters, _ = setup
+    how = {"combination": combination, "density": 0.5, "weights": [1.0, 1.0]}
+    ours = llm.load(path, device="cpu")
+    adapter, ours.model = merge.peft_combination(ours.model, adapters, how, seed=7)
+    mix = merge.Mixture(ours.model, [adapter])
+    mix.set_fixed({adapter.name: 1.0})
+    mix.to_dense()
+    ref = llm.load(path, device="cpu")
+    peft = PeftModel.from_pretrained(ref.model, str(adapters["base_spirit"]), adapter_name="base_spirit")
+    peft.load_adapter(str(adapters["ingredient"]), adapter_name="ingredient")
+    torch.manual_seed(7)
+    peft.add_weighted_adapter(["base_spirit", "ingredient"], [1.0, 1.0], "combined", combination_type=combination,
+                              density=0.5)
+    peft.set_adapter("combined")
+    ref.model = peft.merge_and_unload().eval()
+    prompts = _prompts(12, 4)
+    mine = scorer.score(ours, prompts)
+    assert np.abs(scorer.score(ref, prompts) - mine).max() < 1e-4
+    assert np.abs(scorer.score(llm.load(path, device="cpu"), prompts) - mine).max() > 1e-2  # it did something
 
 
 def test_adapter_for_another_model_is_refused(setup, tmp_path):
@@ -135,14 +162,28 @@ def test_merge_selection_never_sees_test_rows(setup):
     path, adapters, _ = setup
     loaded, mix = _mixture(path, adapters)
     learn, select, labels = a
-    results = merge.select_merge(mix, lambda: scorer.score(loaded, select), _encode(loaded), learn, labels,
-                                 loaded.yes_id, merge.MergeSettings(learning_rates=(0.1,), steps=4, eval_every=2),
-                                 log=lambda s: None)
+    combined = []
+
+    def combine(how):
+        combined.append(how)
+        dense = llm.load(path, device="cpu")
+        adapter, dense.model = merge.peft_combination(dense.model, adapters, how, seed=0)
+        one = merge.Mixture(dense.model, [adapter])
+        one.set_fixed({adapter.name: 1.0})
+        one.to_dense()
+        return dense
+
+    results = merge.select_merge(mix, lambda m: metrics.auc(labels, scorer.score(m or loaded, select)),
+                                 merge.yes_entropy(_encode(loaded), loaded.yes_id), learn,
+                                 merge.MergeSettings(learning_rates=(0.1,), steps=4, eval_every=2),
+                                 log=lambda s: None, combine=combine)
     methods = [r.method for r in results]
-    assert methods == ["base_only", "ingredient_only", "equal_weights", "task_arithmetic", "reccocktail"]
+    assert methods == ["base_only", "ingredient_only", "equal_weights", "task_arithmetic", "ties", "dare",
+                       "reccocktail"]
+    assert [h["combination"] for h in combined] == ["ties", "dare_linear"]
     learned = results[-1]
     assert learned.step in (2, 4) and len(learned.candidates) == 2 and len(learned.entropy_curves["0.1"]) == 4
-    assert learned.select_auc == max(c["select_auc"] for c in learned.candidates)
+    assert learned.select_score == max(c["select_score"] for c in learned.candidates)
 
 
 def test_the_merge_checkpoint_resumes_only_its_own_run(setup, tmp_path):
@@ -155,20 +196,22 @@ def test_the_merge_checkpoint_resumes_only_its_own_run(setup, tmp_path):
     labels = np.arange(16) % 2
     calls = []
 
-    def score():
+    def score(model):
         calls.append(1)
-        return scorer.score(loaded, select)
+        return metrics.auc(labels, scorer.score(model or loaded, select))
 
     s = merge.MergeSettings(learning_rates=(0.1, 0.3), steps=4, eval_every=2, task_arithmetic_lambdas=(0.5, 1.0))
     ck = tmp_path / "merge_checkpoint.json"
-    run = lambda fp, log=lambda m: None: merge.select_merge(mix, score, _encode(loaded), learn, labels,  # noqa: E731
-                                                         loaded.yes_id, s, log=log, checkpoint=ck, fingerprint_=fp)
+    objective = merge.yes_entropy(_encode(loaded), loaded.yes_id)
+    combine = lambda how: loaded  # noqa: E731  (the combination's own model is not what this test checks)
+    run = lambda fp, log=lambda m: None: merge.select_merge(mix, score, objective, learn, s, log=log,  # noqa: E731
+                                                         checkpoint=ck, fingerprint_=fp, combine=combine)
     first = run("a")
-    assert len(calls) == 4 + 2 * 2  # base, ingredient, equal (= lambda 0.5), lambda 1.0; 2 snapshots per lr
+    assert len(calls) == 4 + 2 + 2 * 2  # base, ingredient, equal (= lambda 0.5), lambda 1.0, TIES, DARE; 2 per lr
     calls.clear()
     again = run("a")
     assert calls == [] and [r.__dict__ for r in again] == [r.__dict__ for r in first]
     logs = []
     other = run("b", logs.append)
-    assert len(calls) == 8 and any("set aside" in m for m in logs) and (tmp_path / "merge_checkpoint.json.set-aside").exists()
-    assert [r.select_auc for r in other] == pytest.approx([r.select_auc for r in first])
+    assert len(calls) == 10 and any("set aside" in m for m in logs) and (tmp_path / "merge_checkpoint.json.set-aside").exists()
+    assert [r.select_score for r in other] == pytest.approx([r.select_score for r in first])

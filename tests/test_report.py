@@ -56,6 +56,21 @@ def write_fixture(tmp_path):
     return Settings(tmp_path / "data", tmp_path / "datasets.yaml", "smoke")
 
 
+def add_general_domain(settings: Settings, name: str = "shop_all") -> dict:
+    """Add the base spirit's data to the fixture's config: a dataset `general` of other people (the
+    fixture's events under other user ids, as a domain-general base spirit needs) and its domain
+    `name` with role general. Returns the config as written."""
+    import polars as pl
+
+    events = pl.read_csv(settings.config_path.parent / "events.csv")
+    events.with_columns(("g" + pl.col("user")).alias("user")).write_csv(settings.config_path.parent / "general.csv")
+    cfg = yaml.safe_load(settings.config_path.read_text())
+    cfg["datasets"]["general"] = {**cfg["datasets"]["synthetic"], "source": {"path": "general.csv"}}
+    cfg["domains"][name] = {"dataset": "general", "item_noun": "item", "role": "general"}
+    settings.config_path.write_text(yaml.safe_dump(cfg))
+    return cfg
+
+
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("report")

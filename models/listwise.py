@@ -1,0 +1,333 @@
+"""RecCocktail's listwise next-item task as the authors' code has it (PROTOCOLS section 7): the
+prompt in the backbone's chat template, the candidates, the answer, its loss mask, the generation
+parser and metrics, the candidate-likelihood ranking (ours), and the merge's entropy objective.
+No Dagster here."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import polars as pl
+import torch
+
+SYSTEM = "You are a helpful recommendation assistant."
+SEP = "||"
+USER_TEMPLATE = ("Given the following {history} of a user:[{items}]. Please select the top 5 most likely {products} "
+                 "to be {purchased} by the user based on the user's {history}. And sort them from highest to lowest "
+                 "likelihood of {purchasing}.Candidates: [{candidates}]. The top 5 most likely {products} to be "
+                 "{purchased} by the user are:")
+
+
+@dataclass(frozen=True)
+class Words:
+    """The domain's words in the prompt; the defaults are the authors' (Amazon)."""
+
+    history: str = "purchase history"
+    products: str = "products"
+    purchased: str = "purchased"
+    purchasing: str = "purchasing"
+
+
+def user_message(history_titles: Sequence[str], candidate_titles: Sequence[str], words: Words = Words()) -> str:
+    return USER_TEMPLATE.format(history=words.history, products=words.products, purchased=words.purchased,
+                                purchasing=words.purchasing, items=SEP.join(history_titles),
+                                candidates=SEP.join(candidate_titles))
+
+
+def prompt_text(tokenizer, history_titles: Sequence[str], candidate_titles: Sequence[str],
+                words: Words = Words()) -> str:
+    """The authors' system and user messages in the backbone's chat template, ready for the answer."""
+    messages = [{"role": "system", "content": SYSTEM},
+                {"role": "user", "content": user_message(history_titles, candidate_titles, words)}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def answer_text(target_title: str, candidate_titles: Sequence[str], rng: np.random.Generator, n_items: int = 5) -> str:
+    """The target title, then n_items - 1 other candidates drawn by `rng`, joined by `||`."""
+    others = [c for c in candidate_titles if c != target_title]
+    picked = rng.choice(len(others), min(n_items - 1, len(others)), replace=False)
+    return SEP.join([target_title, *(others[i] for i in picked)])
+
+
+@dataclass
+class ListExample:
+    user_id: str
+    row: int  # position of the row within its split part (the split file's order)
+    history: list[str]
+    candidates: list[str]  # titles, shuffled
+    target: int  # index of the target in `candidates`
+    candidate_ids: list[str]
+    prompt: str
+    answer: str
+
+
+def _histories(split: pl.DataFrame, history_length: int) -> dict[tuple[str, str, int], list[str]]:
+    """(user, item, ts) -> the user's earlier item ids (all parts, (ts, item_id) order), the last N."""
+    out = {}
+    for user, items, times in split.sort("user_id", "ts", "item_id").group_by("user_id", maintain_order=True).agg(
+            "item_id", "ts").iter_rows():
+        for k, (item, ts) in enumerate(zip(items, times)):
+            out[(user, item, ts)] = items[max(0, k - history_length):k]
+    return out
+
+
+def build_examples(split: pl.DataFrame, titles: dict[str, str], part: str, tokenizer, words: Words,
+                   history_length: int, n_negatives: int = 29, seed: int = 2023, limit: int | float | None = None,
+                   max_prompt_tokens: int | None = None, n_items: int = 5) -> list[ListExample]:
+    """The listwise examples of a seeded sample of one split part (`models.prompts.sample_rows`):
+    history = the user's earlier items, the last `history_length`; candidates = the target and
+    `n_negatives` seeded items the user never interacted with, shuffled; the answer as published."""
+    from models.candidates import sample_candidates
+    from models.prompts import sample_rows
+
+    chosen, positions = sample_rows(split, part, limit, seed)
+    cands = sample_candidates(split, n_negatives, seed, part=part, positions=positions)
+    lists = dict(zip(cands["row"].to_list(), cands["candidates"].to_list()))
+    hist = _histories(split.filter(pl.col("user_id").is_in(chosen["user_id"].unique().implode())), history_length)
+    out = []
+    for pos, (user, item, ts) in zip(positions.tolist(), chosen.select("user_id", "item_id", "ts").iter_rows()):
+        ids = list(lists[pos])  # target first
+        order = np.random.default_rng([seed, pos]).permutation(len(ids))
+        ids = [ids[i] for i in order]
+        target = int(np.flatnonzero(order == 0)[0])
+        cand_titles = [titles[i] for i in ids]
+        history = [titles[i] for i in hist[(user, item, ts)]]
+        prompt = prompt_text(tokenizer, history, cand_titles, words)
+        while max_prompt_tokens and len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) > max_prompt_tokens:
+            if not history:
+                raise ValueError(f"a listwise prompt of user {user!r} needs more than {max_prompt_tokens} tokens "
+                                 "without any history (30 candidate titles): raise listwise.max_prompt_tokens")
+            history = history[1:]
+            prompt = prompt_text(tokenizer, history, cand_titles, words)
+        answer = answer_text(cand_titles[target], cand_titles, np.random.default_rng([seed, pos, 1]), n_items)
+        out.append(ListExample(user, pos, history, cand_titles, target, ids, prompt, answer))
+    return out
+
+
+def end_text(tokenizer) -> str:
+    """The chat template's end of turn (`<|im_end|>` for SmolLM2): the answer's last token."""
+    return tokenizer.eos_token
+
+
+def encode_example(tokenizer, prompt: str, answer: str) -> tuple[list[int], int]:
+    """(token ids of prompt + answer + end of turn, index of the first answer token): the loss mask is
+    every position from there on."""
+    p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    a = tokenizer(answer + end_text(tokenizer), add_special_tokens=False)["input_ids"]
+    return p + a, len(p)
+
+
+def answer_loss(causal_lm, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                answer_start: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over the answer tokens only (right-padded batch). Only the
+    positions that predict an answer token meet the output layer."""
+    hidden = causal_lm.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    pos = torch.arange(input_ids.shape[1], device=input_ids.device)[None, :]
+    # position t predicts token t + 1: keep the t with t + 1 an answer token
+    take = (pos + 1 >= answer_start[:, None]) & (torch.roll(attention_mask, -1, dims=1) > 0) \
+        & (pos + 1 < input_ids.shape[1])
+    rows, cols = take.nonzero(as_tuple=True)
+    logits = causal_lm.get_output_embeddings()(hidden[rows, cols]).float()
+    return torch.nn.functional.cross_entropy(logits, input_ids[rows, cols + 1])
+
+
+def parse_generation(text: str, candidate_titles: Sequence[str]) -> tuple[list[int], int]:
+    """(candidate indices in generated order, first occurrence each; generated items naming no candidate)."""
+    index = {t: k for k, t in enumerate(candidate_titles)}
+    named, invalid = [], 0
+    for item in (x.strip() for x in text.split(SEP)):
+        if not item:
+            continue
+        if item in index:
+            if index[item] not in named:
+                named.append(index[item])
+        else:
+            invalid += 1
+    return named, invalid
+
+
+def target_rank(named: Sequence[int], target: int) -> int | None:
+    """0-based rank of the target among the generated candidates, None when not named."""
+    return list(named).index(target) if target in named else None
+
+
+def generated_metrics(ranked: Sequence[Sequence[int]], targets: Sequence[int], ks=(1, 3, 5)) -> dict:
+    """HR@k and NDCG@k (1/log2(rank + 2) at a hit) of generated rankings, and the lists naming no candidate."""
+    ranks = [target_rank(r, t) for r, t in zip(ranked, targets)]
+    out = {}
+    for k in ks:
+        out[f"hr@{k}"] = float(np.mean([r is not None and r < k for r in ranks])) if ranks else float("nan")
+        out[f"ndcg@{k}"] = float(np.mean([1 / np.log2(r + 2) if r is not None and r < k else 0.0 for r in ranks])) \
+            if ranks else float("nan")
+    out["no_candidate"] = sum(1 for r in ranked if len(r) == 0)
+    return out
+
+
+@torch.no_grad()
+def generate(llm, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 8) -> list[str]:
+    """Greedy answers (new tokens only, special tokens skipped), left-padded batches of similar length."""
+    tok = llm.tokenizer
+    side = tok.padding_side
+    tok.padding_side = "left"
+    out: list[str] = [""] * len(prompts)
+    order = sorted(range(len(prompts)), key=lambda k: len(prompts[k]))
+    try:
+        for i in range(0, len(order), batch_size):
+            part = order[i:i + batch_size]
+            enc = tok([prompts[k] for k in part], return_tensors="pt", padding=True,
+                      add_special_tokens=False).to(llm.device)
+            gen = llm.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, top_p=None, top_k=None,
+                                     temperature=None, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+            for k, seq in zip(part, gen[:, enc["input_ids"].shape[1]:]):
+                out[k] = tok.decode(seq, skip_special_tokens=True)
+    finally:
+        tok.padding_side = side
+    return out
+
+
+def continuation_ids(tokenizer, title: str) -> list[int]:
+    """A candidate as the first answer item: its title and the separator, tokenized as in the answer."""
+    return tokenizer(title + SEP, add_special_tokens=False)["input_ids"]
+
+
+def _sum_logprobs(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[..., None])[..., 0]
+    return (logp * mask).sum(-1)
+
+
+def _cache_kwarg(decoder) -> str:
+    """The keyword a decoder's forward takes its key/value cache by: `cache` in transformers 5.x,
+    `past_key_values` before (5.x still takes it, with a deprecation warning)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+
+
+def _packed_mask(n_prefix: int, lengths: Sequence[int], device) -> torch.Tensor:
+    """(1, 1, total, n_prefix + total) boolean mask of continuations packed after a cached prefix: each
+    token sees the whole prefix and the earlier tokens of its own continuation, nothing else."""
+    total = int(sum(lengths))
+    seg = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(list(lengths)))
+    pos = torch.arange(total)
+    own = (seg[:, None] == seg[None, :]) & (pos[None, :] <= pos[:, None])
+    return torch.cat([torch.ones(total, n_prefix, dtype=torch.bool), own], dim=1)[None, None].to(device)
+
+
+@torch.no_grad()
+def candidate_loglik(llm, prompt_ids: list[int], continuations: Sequence[list[int]],
+                     max_batch_tokens: int = 4096) -> np.ndarray:
+    """Sum of log-probabilities of each continuation after the prompt. The prompt is encoded once into
+    a key/value cache; the continuations are packed side by side into one sequence after it (each
+    sees the prompt's cached keys and values and its own earlier tokens, through a 4-D mask, with
+    positions restarting where the prompt ends), so nothing is copied per candidate. Chunks of at most
+    `max_batch_tokens` continuation tokens; the cache is cropped back to the prompt after each."""
+    from transformers import DynamicCache
+
+    model, dev = llm.model, llm.device
+    decoder, head = model.get_decoder(), model.get_output_embeddings()
+    key = _cache_kwarg(decoder)
+    n = len(prompt_ids)
+    cache = DynamicCache()
+    last = decoder(input_ids=torch.tensor([prompt_ids], device=dev), use_cache=True, **{key: cache}).last_hidden_state
+    first = torch.log_softmax(head(last[0, -1]).float(), dim=-1)  # the prompt's last position: each first token
+    out = np.empty(len(continuations))
+    start = 0
+    while start < len(continuations):
+        end, width = start + 1, len(continuations[start])
+        while end < len(continuations) and width + len(continuations[end]) <= max_batch_tokens:
+            width += len(continuations[end])
+            end += 1
+        chunk = [list(c) for c in continuations[start:end]]
+        lengths = [len(c) for c in chunk]
+        ids = torch.tensor([[t for c in chunk for t in c]], device=dev)
+        positions = torch.tensor([[n + j for c in chunk for j in range(len(c))]], device=dev)
+        hidden = decoder(input_ids=ids, position_ids=positions, attention_mask=_packed_mask(n, lengths, dev),
+                         use_cache=True, **{key: cache}).last_hidden_state[0]
+        cache.crop(-width)  # back to the prompt (a negative count: the tokens to remove)
+        # within a continuation, token j + 1 is predicted at token j; its first token at the prompt's end
+        ends = np.cumsum(lengths)
+        inner = [k for k in range(width) if k + 1 not in ends]
+        logp = torch.log_softmax(head(hidden[inner]).float(), dim=-1).gather(-1, ids[0, [k + 1 for k in inner]][:, None])
+        per_token = torch.zeros(width, device=dev)
+        per_token[[k + 1 for k in inner]] = logp[:, 0]
+        per_token[ends - lengths] = first[ids[0, ends - lengths]]
+        sums = torch.zeros(len(chunk), device=dev).index_add_(
+            0, torch.repeat_interleave(torch.arange(len(chunk), device=dev), torch.tensor(lengths, device=dev)),
+            per_token)
+        out[start:end] = sums.cpu().numpy()
+        start = end
+    return out
+
+
+@torch.no_grad()
+def candidate_loglik_reference(llm, prompt_ids: list[int], continuations: Sequence[list[int]]) -> np.ndarray:
+    """The same numbers from one plain full forward per continuation (no cache): the test baseline."""
+    out = []
+    for c in continuations:
+        ids = torch.tensor([prompt_ids + list(c)], device=llm.device)
+        logits = llm.model(input_ids=ids).logits[0, len(prompt_ids) - 1:-1]
+        out.append(float(_sum_logprobs(logits, ids[0, len(prompt_ids):], torch.ones(len(c), device=llm.device))))
+    return np.array(out)
+
+
+def rank_candidates(llm, prompt: str, candidate_titles: Sequence[str]) -> np.ndarray:
+    """Each candidate's log-likelihood as the first answer item, in candidate order (ours, deterministic)."""
+    tok = llm.tokenizer
+    return candidate_loglik(llm, tok(prompt, add_special_tokens=False)["input_ids"],
+                            [continuation_ids(tok, t) for t in candidate_titles])
+
+
+def shannon_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy in nats of softmax(logits) over the last dimension."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def item_start_positions(tokenizer, generated_ids: Sequence[int], first_tokens: int) -> list[int]:
+    """Indices of the first `first_tokens` tokens of each generated answer item: a token whose text
+    completes a `||` ends an item (SmolLM2 writes `)||` as one token), the next one starts the next.
+    Stops at the end of turn."""
+    out, item_pos, seps = [], 0, 0
+    for j, t in enumerate(generated_ids):
+        if t == tokenizer.eos_token_id:
+            break
+        if item_pos < first_tokens:
+            out.append(j)
+        now = tokenizer.decode(list(generated_ids[:j + 1])).count(SEP)
+        if now > seps:
+            seps, item_pos = now, 0
+        else:
+            item_pos += 1
+    return out
+
+
+def entropy_objective(causal_lm, tokenizer, prompt_ids_list: Sequence[list[int]], max_new_tokens: int,
+                      first_tokens: int, device) -> tuple[torch.Tensor, int]:
+    """The published merge objective: greedy answers (no gradient), then one forward with gradient
+    over prompt + answer; the Shannon entropy of the full next-token distribution that produced each of
+    the first `first_tokens` tokens of every answer item. Returns (mean over those positions, their count)."""
+    seqs, picks = [], []
+    with torch.no_grad():
+        for p in prompt_ids_list:
+            gen = causal_lm.generate(input_ids=torch.tensor([p], device=device), max_new_tokens=max_new_tokens,
+                                     do_sample=False, top_p=None, top_k=None, temperature=None,
+                                     pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+            new = gen[0, len(p):].tolist()
+            seqs.append(p + new)
+            picks.append([len(p) + j - 1 for j in item_start_positions(tokenizer, new, first_tokens)])
+    if not any(picks):
+        return torch.zeros((), device=device, requires_grad=True), 0
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for k, s in enumerate(seqs):
+        ids[k, :len(s)] = torch.tensor(s)
+        mask[k, :len(s)] = 1
+    hidden = causal_lm.model(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+    rows = torch.tensor([k for k, ps in enumerate(picks) for _ in ps], device=device)
+    cols = torch.tensor([c for ps in picks for c in ps], device=device)
+    ent = shannon_entropy(causal_lm.get_output_embeddings()(hidden[rows, cols]))
+    return ent.mean(), int(ent.numel())
