@@ -1,11 +1,11 @@
 """RecCocktail's listwise next-item task as the authors' code has it (PROTOCOLS section 7): the
-prompt in the backbone's chat template, the candidates, the answer, its loss mask, the generation
-parser and metrics, the candidate-likelihood ranking (ours), and the merge's entropy objective.
+prompt in the backbone's chat template, the candidates, the answer, its loss mask, greedy generation
+and its parser, the candidate-likelihood ranking (ours), and the merge's entropy objective. The
+metrics are the report's (models/listwise_report.py).
 No Dagster here."""
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -147,23 +147,6 @@ def parse_generation(text: str, candidate_titles: Sequence[str]) -> tuple[list[i
         else:
             invalid += 1
     return named, invalid
-
-
-def target_rank(named: Sequence[int], target: int) -> int | None:
-    """0-based rank of the target among the generated candidates, None when not named."""
-    return list(named).index(target) if target in named else None
-
-
-def generated_metrics(ranked: Sequence[Sequence[int]], targets: Sequence[int], ks=(1, 3, 5)) -> dict:
-    """HR@k and NDCG@k (1/log2(rank + 2) at a hit) of generated rankings, and the lists naming no candidate."""
-    ranks = [target_rank(r, t) for r, t in zip(ranked, targets)]
-    out = {}
-    for k in ks:
-        out[f"hr@{k}"] = float(np.mean([r is not None and r < k for r in ranks])) if ranks else float("nan")
-        out[f"ndcg@{k}"] = float(np.mean([1 / np.log2(r + 2) if r is not None and r < k else 0.0 for r in ranks])) \
-            if ranks else float("nan")
-    out["no_candidate"] = sum(1 for r in ranked if len(r) == 0)
-    return out
 
 
 @torch.no_grad()

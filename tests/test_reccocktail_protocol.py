@@ -110,11 +110,26 @@ def test_the_generation_parser():
     assert listwise.parse_generation("", cands) == ([], 0)
 
 
-def test_generated_metrics_by_hand():
-    m = listwise.generated_metrics([[2, 0], [1, 2, 0], []], [2, 0, 1], ks=(1, 3))
-    assert m["hr@1"] == pytest.approx(1 / 3) and m["hr@3"] == pytest.approx(2 / 3)
-    assert m["ndcg@3"] == pytest.approx((1 + 1 / math.log2(4)) / 3)
-    assert m["no_candidate"] == 1
+def test_the_reports_listwise_metrics_by_hand():
+    """Three test lists of three candidates: generated ranks from the parser (a target not named is a
+    miss, an empty generation is counted), likelihood ranks with ties against the target."""
+    from models import listwise_report
+
+    test = pl.DataFrame({"item_id": ["a", "b", "c"], "warm": [True, True, False]})
+    scores = pl.DataFrame({
+        "method": ["m"] * 3, "row": [0, 1, 2],
+        "candidate_ids": [["x", "y", "a"], ["b", "z", "w"], ["q", "c", "r"]],
+        "candidate_scores": [[0.0, 1.0, 2.0], [1.0, 1.0, 0.0], [3.0, 2.0, 1.0]],  # ranks 0, 1 (a tie), 1
+        "generated": [[2, 0], [1, 2, 0], []],  # ranks 0, 2 (the target b is candidate 0), not named
+        "invalid_items": [0, 1, 2]}, schema_overrides={"generated": pl.List(pl.Int64)})
+    res = listwise_report.evaluate(scores, test, ks=(1, 3), samples=20, seed=0)["m"]
+    assert res["all"]["generated_hr@1"]["value"] == pytest.approx(1 / 3)
+    assert res["all"]["generated_hr@3"]["value"] == pytest.approx(2 / 3)
+    assert res["all"]["generated_ndcg@3"]["value"] == pytest.approx((1 + 1 / math.log2(4)) / 3)
+    assert res["all"]["likelihood_hr@1"]["value"] == pytest.approx(1 / 3)
+    assert res["all"]["likelihood_ndcg@3"]["value"] == pytest.approx((1 + 2 / math.log2(3)) / 3)
+    assert (res["all"]["no_candidate_named"], res["all"]["invalid_items"], res["all"]["lists"]) == (1, 3, 3)
+    assert (res["warm"]["lists"], res["cold"]["lists"], res["cold"]["no_candidate_named"]) == (2, 1, 1)
 
 
 def test_candidate_likelihood_with_a_shared_cache_equals_separate_forwards(tiny):
