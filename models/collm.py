@@ -7,10 +7,18 @@ plain token-id lists (so the LoRA trainer's batching, checkpoints, resume and DD
 a slot position carries an id past the vocabulary: `vocab + user index` or `vocab + n_users + item
 index`; the head turns those into CIE vectors.
 
-Variants (PROTOCOLS): `two_step` (CoLLM as published: the LLM with its step-1 LoRA merged in and
-frozen, the CF model frozen, only the MLP trains), `t1` (also tune the CF vectors, initialised from
-the pre-trained model), `t3` (one step: a fresh LoRA and the MLP train together). Users or items the
-CF model never saw in train fall back to the text-only prompt.
+Variants (PROTOCOLS section 3, CoLLM's Table V):
+- `two_step` (the default, as published): the LLM with its step-1 LoRA (TALLRec) merged in and
+  frozen, the CF model frozen, only the MLP trains;
+- `t1`: two steps, step 2 also tunes the CF vectors, initialised from the pre-trained CF model;
+- `t2`: two steps, step 2 tunes the whole CIE with the CF vectors trained from scratch (a fresh
+  normal start, std `T2_INIT_STD`);
+- `t3`: one step from the raw base LLM (no text-only step before it): a fresh LoRA and the MLP
+  train together, the CF model frozen.
+What "the CF model" tunes is its exported vector tables (for LightGCN the propagated vectors). A
+sequential source (SASRec) has one vector per (user, moment) context computed by its encoder, not
+a table, so `t1` and `t2` refuse it. A row gets the ID prompt only when both its vectors were
+trained (models/cf.py, "known"); otherwise it falls back to the text-only prompt.
 """
 
 from __future__ import annotations
@@ -26,7 +34,9 @@ from safetensors.torch import save_file
 from models.cf import CFModel
 from models.prompts import ITEM_SLOT, USER_SLOT, PromptBuilder, sample_rows
 
-VARIANTS = ("two_step", "t1", "t3")
+VARIANTS = ("two_step", "t1", "t2", "t3")
+TUNES_CF = ("t1", "t2")  # the variants that train the CF vectors
+T2_INIT_STD = 0.1  # the CF models' normal start (models/cf.py, init_std)
 
 
 class CIE(torch.nn.Module):
@@ -48,23 +58,30 @@ class CoLLMHead(torch.nn.Module):
         self.lm = causal_lm
         self.peft = peft_model  # t3: the LoRA-wrapped model (its adapters are injected into causal_lm)
         self.variant, self.cf_name, self.yes_id = variant, cf.name, yes_id
+        self.cf = cf
         self.vocab = causal_lm.get_input_embeddings().num_embeddings
         if variant == "t3" and peft_model is None:
             raise ValueError("the t3 variant trains a LoRA with the MLP: pass the LoRA-wrapped model as peft_model")
+        if variant in TUNES_CF and cf.sequential:
+            raise ValueError(f"the {variant} variant tunes the CF model's vector tables; {cf.name} is sequential (one "
+                             "vector per user and moment, from its encoder): use it with two_step or t3")
         for n, p in causal_lm.named_parameters():
             p.requires_grad_(variant == "t3" and "lora_" in n)
         dev = causal_lm.get_input_embeddings().weight.device
-        self.users = torch.nn.Embedding.from_pretrained(torch.as_tensor(cf.user_factors, dtype=torch.float32),
-                                                        freeze=variant != "t1").to(dev)
-        self.items = torch.nn.Embedding.from_pretrained(torch.as_tensor(cf.item_factors, dtype=torch.float32),
-                                                        freeze=variant != "t1").to(dev)
+        users = torch.as_tensor(cf.user_factors, dtype=torch.float32)
+        items = torch.as_tensor(cf.item_factors, dtype=torch.float32)
+        if variant == "t2":  # the CF model from scratch: same shapes, a fresh start, trained only here
+            users, items = torch.randn_like(users) * T2_INIT_STD, torch.randn_like(items) * T2_INIT_STD
+        self.users = torch.nn.Embedding.from_pretrained(users, freeze=variant not in TUNES_CF).to(dev)
+        self.items = torch.nn.Embedding.from_pretrained(items, freeze=variant not in TUNES_CF).to(dev)
         self.cie = CIE(cf.user_factors.shape[1], causal_lm.config.hidden_size).to(dev)
         self.known_users, self.known_items = cf.known_users, cf.known_items
         self.user_index = {u: k for k, u in enumerate(cf.user_ids.tolist())}
         self.item_index = {i: k for k, i in enumerate(cf.item_ids.tolist())}
 
-    def user_slot(self, user_id: str) -> int | None:
-        k = self.user_index.get(str(user_id))
+    def user_slot(self, user_id: str, ts=None) -> int | None:
+        """The slot of the row's user vector (for a sequential source, the user at `ts`); None when untrained."""
+        k = self.user_index.get(self.cf.user_key(user_id, ts))
         return None if k is None or not self.known_users[k] else self.vocab + k
 
     def item_slot(self, item_id: str) -> int | None:
@@ -90,12 +107,12 @@ class CoLLMHead(torch.nn.Module):
         return yes_logit(self.lm, None, attention_mask, self.yes_id, inputs_embeds=self.embed(input_ids))
 
     def save_pretrained(self, path: Path) -> None:
-        """cie.safetensors (the MLP, and the CF vectors when they were tuned), collm.json, and for t3
+        """cie.safetensors (the MLP, and the CF vectors when they were tuned: t1, t2), collm.json, and for t3
         the LoRA adapter (PEFT format) in lora/."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         tensors = {f"cie.{k}": v.detach().cpu().contiguous() for k, v in self.cie.state_dict().items()}
-        if self.variant == "t1":
+        if self.variant in TUNES_CF:
             tensors["users"] = self.users.weight.detach().cpu().contiguous()
             tensors["items"] = self.items.weight.detach().cpu().contiguous()
         save_file(tensors, str(path / "cie.safetensors"))
@@ -126,12 +143,12 @@ def id_prompt_tokens(tokenizer, text: str, user_slot: int, item_slot: int) -> li
 
 def encode_rows(head: CoLLMHead, tokenizer, rows, titles: dict[str, str], text: PromptBuilder,
                 ids: PromptBuilder) -> tuple[list[list[int]], np.ndarray]:
-    """Token ids per row (user_id, item_id, history_item_ids): the ID prompt when the CF model knows
-    both user and item, else the text-only prompt. Returns (ids, used_id_prompt mask)."""
+    """Token ids per row (user_id, item_id, history_item_ids[, ts]): the ID prompt when the CF model
+    trained both vectors the row needs, else the text-only prompt. Returns (ids, used_id_prompt mask)."""
     out, used = [], []
-    for user, item, hist in rows:
+    for user, item, hist, *ts in rows:
         h = [titles[i] for i in hist]
-        u, i = head.user_slot(user), head.item_slot(item)
+        u, i = head.user_slot(user, *ts), head.item_slot(item)
         if u is None or i is None:
             out.append(tokenizer(text(h, titles[item]))["input_ids"])
             used.append(False)
@@ -146,11 +163,12 @@ def examples(head: CoLLMHead, tokenizer, split, titles: dict[str, str], text: Pr
     """(token ids, labels, positions within `part`, used_id_prompt) on the rows `sample_rows` picks
     (the same rows the text-only methods score with the same limit and seed)."""
     chosen, positions = sample_rows(split, part, limit, seed)
-    toks, used = encode_rows(head, tokenizer, chosen.select("user_id", "item_id", "history_item_ids").iter_rows(),
-                             titles, text, ids)
+    cols = ["user_id", "item_id", "history_item_ids"] + (["ts"] if "ts" in chosen.columns else [])
+    toks, used = encode_rows(head, tokenizer, chosen.select(cols).iter_rows(), titles, text, ids)
     return toks, (chosen["label"].to_numpy() if with_labels else None), positions, used
 
 
 def candidate_tokens(head: CoLLMHead, tokenizer, user: str, hist: Sequence[str], candidates: Sequence[str],
-                     titles: dict[str, str], text: PromptBuilder, ids: PromptBuilder) -> list[list[int]]:
-    return encode_rows(head, tokenizer, [(user, c, hist) for c in candidates], titles, text, ids)[0]
+                     titles: dict[str, str], text: PromptBuilder, ids: PromptBuilder, ts=None) -> list[list[int]]:
+    """Each candidate's tokens with the list's user (at the target row's `ts` for a sequential source)."""
+    return encode_rows(head, tokenizer, [(user, c, hist, ts) for c in candidates], titles, text, ids)[0]

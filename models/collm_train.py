@@ -22,29 +22,52 @@ from models.workspace import Workspace, write_scores
 BACKBONES = ("ingredient", "cocktail")  # as published, and ours
 
 
-def method_name(cf_name: str, backbone: str) -> str:
-    return f"collm_{cf_name}" + ("" if backbone == "ingredient" else f"_{backbone}")
+def method_name(cf_name: str, backbone: str, variant: str = "two_step") -> str:
+    """`collm_<cf>`, then `_cocktail` on our backbone, then `_<variant>` unless two-step: e.g.
+    `collm_mf`, `collm_sasrec_t3`, `collm_mf_cocktail_t1`."""
+    return (f"collm_{cf_name}" + ("" if backbone == "ingredient" else f"_{backbone}")
+            + ("" if variant == "two_step" else f"_{variant}"))
+
+
+def methods(backbones: tuple[str, ...], cf_models: tuple[str, ...], variants: tuple[str, ...]):
+    """(method, backbone, CF model, variant) of each CoLLM method: t3 starts from the raw base LLM, so
+    it runs once per CF model whatever the backbones; t1 and t2 tune vector tables, which a
+    sequential CF model (SASRec) does not have, so they skip it (models/collm.py)."""
+    from models.cf import CF_MODELS
+
+    out = []
+    for variant in variants:
+        for backbone in (backbones[:1] if variant == "t3" else backbones):
+            for cf in cf_models:
+                if not (variant in collm.TUNES_CF and CF_MODELS[cf].sequential):
+                    out.append((method_name(cf, backbone, variant), backbone, cf, variant))
+    return out
 
 
 def method_names() -> tuple[str, ...]:
-    """Every CoLLM method a profile can ask for: each registered CF model on each backbone."""
+    """Every CoLLM method a profile can ask for: each registered CF model on each backbone and variant."""
     from models.cf import CF_MODELS
 
-    return tuple(method_name(cf, b) for b in BACKBONES for cf in CF_MODELS)
+    return tuple(m for m, *_ in methods(BACKBONES, tuple(CF_MODELS), collm.VARIANTS))
 
 
-def backbones(ws: Workspace, domain: str) -> dict:
-    """Backbone name -> how to build it (models.cocktail.dense_model): the ingredient folded into the
-    base LLM (as published), or the RecCocktail dense model (ours)."""
-    return {"ingredient": fixed_weights(ws, domain)["ingredient_only"], "cocktail": ws.cocktail_dir(domain) / "model"}
+def start_model(ws: Workspace, domain: str, backbone: str, variant: str):
+    """How to build the model step 2 starts from (models.cocktail.dense_model): the raw base LLM for
+    t3 (one step), else the ingredient folded into the base LLM (as published) or the RecCocktail
+    dense model (ours)."""
+    if variant == "t3":
+        return None
+    if backbone == "ingredient":
+        return fixed_weights(ws, domain)["ingredient_only"]
+    return ws.cocktail_dir(domain) / "model"
 
 
-def _train_one(ws: Workspace, domain: str, noun: str, prof: Profile, backbone, cf_name: str, method: str, log):
+def _train_one(ws: Workspace, domain: str, noun: str, prof: Profile, backbone: str, cf_name: str, variant: str,
+               method: str, log):
     """(head, backbone LLM, training result, text and ID prompt builders) of one CoLLM method."""
-    lm = dense_model(ws, domain, prof, backbone)
+    lm = dense_model(ws, domain, prof, start_model(ws, domain, backbone, variant))
     cf_path = ws.require(ws.cf_path(domain, cf_name), "cf_embeddings", domain)
     cfg = prof.collm_train()
-    variant = prof.collm.variant
     peft = lora_train.add_lora(lm, cfg) if variant == "t3" else None
     torch.manual_seed(cfg.seed)
     head = collm.CoLLMHead(lm.model, CFModel.load(cf_path, cf_name), lm.yes_id, variant, peft)
@@ -56,7 +79,8 @@ def _train_one(ws: Workspace, domain: str, noun: str, prof: Profile, backbone, c
     out = ws.collm_dir(domain, method)
     log(f"{method}: training the CIE ({variant}) on {len(tr)} prompts ({tr_used.mean():.0%} with IDs), "
         f"validating on {len(va)}")
-    identity = {"kind": "collm_cie", "variant": variant, "cf_model": cf_name, "cf_sha256": data_prep.file_sha256(cf_path)}
+    identity = {"kind": "collm_cie", "variant": variant, "start": "base LLM" if variant == "t3" else backbone,
+                "cf_model": cf_name, "cf_sha256": data_prep.file_sha256(cf_path)}
     res = lora_train.train(lm, tr, ty, va, vy, out, cfg, log=log, head=head, identity=identity)
     head.load_trained(out / "adapter")
     if peft is not None:
@@ -75,33 +99,32 @@ def train_and_score(ws: Workspace, domain: str, noun: str, prof: Profile, log: C
     split, titles, split_sha = ws.read_split(domain), ws.titles(domain), ws.split_sha256(domain)
     test = split.filter(pl.col("split") == "test")
     cands = ws.candidates(domain)
-    ways = backbones(ws, domain)
     out_rows, md, curves = [], {}, {}
-    for backbone in prof.collm.backbones:
-        for cf_name in prof.collm.cf_models:
-            method = method_name(cf_name, backbone)
-            head, lm, res, text, ids = _train_one(ws, domain, noun, prof, ways[backbone], cf_name, method, log)
-            te, _, rows, used = collm.examples(head, lm.tokenizer, split, titles, text, ids, "test", prof.test_rows,
-                                               with_labels=False)
-            t0 = time.perf_counter()
-            point = scorer.score_ids(lm, te, embed=head.embed)
-            rank_rows = ranking_rows(rows, prof.ranking_users)
-            groups = [collm.candidate_tokens(head, lm.tokenizer, test["user_id"][r], test["history_item_ids"][r],
-                                             cands["candidates"][r], titles, text, ids) for r in rank_rows.tolist()]
-            ranked = dict(zip(rank_rows.tolist(), (g.numpy() for g in scorer.score_id_groups(lm, groups,
-                                                                                             embed=head.embed))))
-            md.update({f"{method}/best_valid_auc": round(res.best_valid, 4), f"{method}/steps": res.steps,
-                       f"{method}/steps_run": res.steps_run, f"{method}/reused_finished_cie": res.reused,
-                       f"{method}/tokens_per_s": round(res.tokens_per_s, 1),
-                       f"{method}/test_id_prompt_share": round(float(used.mean()), 4),
-                       f"{method}/score_s": round(time.perf_counter() - t0, 1)})
-            curves[method] = [h["valid_auc"] for h in res.history]
-            out_rows += [{"method": method, "row": int(r), "score": float(s),
-                          "candidate_scores": ranked[int(r)].tolist() if int(r) in ranked else None}
-                         for r, s in zip(rows, point)]
-    plot = plot_curve(curves, "evaluation", "validation AUC", f"{domain}: CoLLM CIE ({prof.collm.variant})",
+    for method, backbone, cf_name, variant in methods(prof.collm.backbones, prof.collm.cf_models,
+                                                      prof.collm.variants):
+        head, lm, res, text, ids = _train_one(ws, domain, noun, prof, backbone, cf_name, variant, method, log)
+        te, _, rows, used = collm.examples(head, lm.tokenizer, split, titles, text, ids, "test", prof.test_rows,
+                                           with_labels=False)
+        t0 = time.perf_counter()
+        point = scorer.score_ids(lm, te, embed=head.embed)
+        rank_rows = ranking_rows(rows, prof.ranking_users)
+        groups = [collm.candidate_tokens(head, lm.tokenizer, test["user_id"][r], test["history_item_ids"][r],
+                                         cands["candidates"][r], titles, text, ids, ts=test["ts"][r])
+                  for r in rank_rows.tolist()]
+        ranked = dict(zip(rank_rows.tolist(), (g.numpy() for g in scorer.score_id_groups(lm, groups,
+                                                                                         embed=head.embed))))
+        md.update({f"{method}/best_valid_auc": round(res.best_valid, 4), f"{method}/steps": res.steps,
+                   f"{method}/steps_run": res.steps_run, f"{method}/reused_finished_cie": res.reused,
+                   f"{method}/tokens_per_s": round(res.tokens_per_s, 1),
+                   f"{method}/test_id_prompt_share": round(float(used.mean()), 4),
+                   f"{method}/score_s": round(time.perf_counter() - t0, 1), f"{method}/variant": variant})
+        curves[method] = [h["valid_auc"] for h in res.history]
+        out_rows += [{"method": method, "row": int(r), "score": float(s),
+                      "candidate_scores": ranked[int(r)].tolist() if int(r) in ranked else None}
+                     for r, s in zip(rows, point)]
+    plot = plot_curve(curves, "evaluation", "validation AUC", f"{domain}: CoLLM CIE ({', '.join(prof.collm.variants)})",
                       ws.collm_dir(domain) / "valid_auc.png")
     path = ws.scores_path(domain, "collm")
     digest = write_scores(path, out_rows, split_sha)
-    return {**md, "variant": prof.collm.variant, "train_settings": prof.collm_train().model_dump(mode="json"),
+    return {**md, "variants": ", ".join(prof.collm.variants), "train_settings": prof.collm_train().model_dump(mode="json"),
             "valid_auc_plot": plot, "scores_path": path, "scores_sha256": digest}

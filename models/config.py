@@ -333,7 +333,7 @@ class Evaluation(_FileModel):
         default_factory=dict, json_schema_extra={"doc_type": "domain -> method -> metric -> number"},
         description=("the floor gate: minimum on all test rows, e.g. `movies: {mf: {auc: 0.64}}`; domains of "
                      "this file, methods of the report (`mf`, `reccocktail`, `collm_mf`, ...), metrics `auc`, "
-                     "`uauc`, `hr@k`, `ndcg@k` for k in `ranking_k`"))
+                     "`uauc`, `user_ndcg`, `hr@k`, `ndcg@k` for k in `ranking_k`"))
 
     @classmethod
     def cross_checks(cls, raw: dict) -> Iterator[Problem]:
@@ -350,7 +350,7 @@ class Evaluation(_FileModel):
         if not isinstance(floors, dict):
             return
         methods = method_names()
-        metrics = ["auc", "uauc"] + ([f"{m}@{k}" for m in ("hr", "ndcg") for k in ks] if ks_ok else [])
+        metrics = ["auc", "uauc", "user_ndcg"] + ([f"{m}@{k}" for m in ("hr", "ndcg") for k in ks] if ks_ok else [])
         for domain, per_method in floors.items():
             for method, per_metric in (per_method or {}).items() if isinstance(per_method, dict) else ():
                 if method not in methods:
@@ -449,11 +449,13 @@ class _FileBase(_FileModel):
 
 def method_names() -> tuple[str, ...]:
     """Every method name a report can show (and a floor can name), from the registries: the CF models,
-    the LLM scores (the untrained LLM and every merge method) and CoLLM on each CF model and backbone."""
+    the LLM scores (the untrained LLM and every merge method), CoLLM on each CF model, backbone and
+    variant, and the report's ensembles (CoLLM's Table III)."""
     from models import collm_train, llm_scores
     from models.cf import CF_MODELS
+    from models.report import ENSEMBLES
 
-    return (*CF_MODELS, *llm_scores.score_names(), *collm_train.method_names())
+    return (*CF_MODELS, *llm_scores.score_names(), *collm_train.method_names(), *ENSEMBLES)
 
 
 @lru_cache(maxsize=None)

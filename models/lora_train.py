@@ -425,6 +425,9 @@ def train(llm: LoadedLLM, train_prompts: Sequence[str] | Sequence[list[int]], tr
                     f"loss became {loss.item()} at step {step}: training stopped; {kept}. Lower the learning "
                     f"rate (now {opt.param_groups[0]['lr']:.2e}) or check the inputs.")
             ntok = int(enc["attention_mask"].sum())
+            if not loss.requires_grad:  # nothing trainable reached this batch (e.g. CoLLM: only text-only
+                # fallback rows): a zero gradient keeps every process's backward (and DDP's all-reduce) in step
+                loss = loss + 0.0 * sum(p.sum() for _, p in named)
             (loss / c.grad_accum).backward()
             total += loss.item() / c.grad_accum
             state["tokens"] += ntok * world

@@ -61,6 +61,43 @@ def uauc(users: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> float:
     return float(per_user.mean()) if per_user.size else float("nan")
 
 
+def per_user_ndcg(users: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """CoLLM's NDCG (Table II, "user-level ranking quality"): per user, the user's labelled rows
+    ranked by score, NDCG over the whole list with the labels as relevance, tied scores sharing
+    their positions' discounts (scikit-learn's `ndcg_score`, ignore_ties=False). Returns (NDCG of
+    each user with both label classes, that user's code): users whose rows are all one class are
+    skipped (all negative: no ideal ranking exists; all positive: every order scores 1), the same
+    users UAUC skips."""
+    u = _dense_codes(users)
+    y = np.asarray(labels, dtype=np.float64)
+    s = np.asarray(scores, dtype=np.float64)
+    n = u.size
+    if n == 0:
+        return np.empty(0), np.empty(0, dtype=np.int64)
+    order = np.lexsort((-s, u))  # by user, then score descending
+    u_s, s_s, y_s = u[order], s[order], y[order]
+    pos = np.arange(n)
+    new_user = np.r_[True, u_s[1:] != u_s[:-1]]
+    start = np.maximum.accumulate(np.where(new_user, pos, 0))
+    disc = 1.0 / np.log2(pos - start + 2.0)  # discount of each position within its user's list
+    new_tie = new_user | np.r_[True, s_s[1:] != s_s[:-1]]
+    tie = np.cumsum(new_tie) - 1
+    tie_gain = np.bincount(tie, weights=y_s) / np.bincount(tie)  # ties share their mean gain
+    n_users = int(u.max()) + 1
+    dcg = np.bincount(u_s, weights=tie_gain[tie] * disc, minlength=n_users)
+    n_pos = np.bincount(u_s, weights=y_s, minlength=n_users).astype(np.int64)
+    n_all = np.bincount(u_s, minlength=n_users)
+    ideal_prefix = np.r_[0.0, np.cumsum(1.0 / np.log2(np.arange(max(int(n_all.max()), 1)) + 2.0))]
+    ok = (n_pos > 0) & (n_pos < n_all)
+    return dcg[ok] / ideal_prefix[n_pos[ok]], np.flatnonzero(ok)
+
+
+def user_ndcg(users: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> float:
+    """Mean of `per_user_ndcg` over the users it keeps; NaN when none qualifies."""
+    per_user, _ = per_user_ndcg(users, labels, scores)
+    return float(per_user.mean()) if per_user.size else float("nan")
+
+
 def target_ranks(target_scores: np.ndarray, negative_scores: np.ndarray) -> np.ndarray:
     """0-based rank of each target among its candidates. A negative that ties the target ranks
     above it (the pessimistic rule), so a constant scorer cannot look good."""
@@ -115,6 +152,14 @@ def auc_estimate(labels, scores, samples: int = 1000, seed: int = 2023) -> Estim
 def uauc_estimate(users, labels, scores, samples: int = 1000, seed: int = 2023) -> Estimate:
     """UAUC with a user-bootstrap interval (users are resampled, their AUCs averaged)."""
     per_user, _ = per_user_auc(users, labels, scores)
+    value = float(per_user.mean()) if per_user.size else float("nan")
+    lo, hi = bootstrap(lambda idx: float(per_user[idx].mean()), per_user.size, samples, seed)
+    return Estimate(value, lo, hi, int(per_user.size))
+
+
+def user_ndcg_estimate(users, labels, scores, samples: int = 1000, seed: int = 2023) -> Estimate:
+    """CoLLM's NDCG with a user-bootstrap interval."""
+    per_user, _ = per_user_ndcg(users, labels, scores)
     value = float(per_user.mean()) if per_user.size else float("nan")
     lo, hi = bootstrap(lambda idx: float(per_user[idx].mean()), per_user.size, samples, seed)
     return Estimate(value, lo, hi, int(per_user.size))

@@ -57,7 +57,10 @@ class CoLLMSettings(Strict):
     backbones: tuple[Literal["ingredient", "cocktail"], ...] = Field(
         ("ingredient",), min_length=1, description="frozen backbones the CIE trains on: `ingredient` (as published) "
                                                    "and `cocktail` (ours)")
-    variant: Literal[VARIANTS] = Field("two_step", description=f"tuning variant: {', '.join(VARIANTS)}")
+    variants: tuple[Literal[VARIANTS], ...] = Field(
+        ("two_step",), min_length=1, description="tuning variants (CoLLM's Table V): `two_step` (as published), `t1` "
+        "(step 2 also tunes the CF vectors), `t2` (step 2 trains the CF vectors from scratch), `t3` (one step from "
+        "the raw base LLM: LoRA and MLP together); t1 and t2 skip sequential CF models")
     train: TrainOverrides = Field(default_factory=TrainOverrides, description="changes to `train` for the CIE")
 
     @model_validator(mode="after")

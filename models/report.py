@@ -16,26 +16,50 @@ from models import metrics
 
 SUBSETS = ("all", "warm", "cold")
 
-# PROTOCOLS section 6 (CoLLM Tables II and VII), test AUC / UAUC, labelled by backbone.
-PUBLISHED: dict[str, list[tuple[str, str, float, float]]] = {
+# PROTOCOLS section 6 (CoLLM Tables II, III, V and VII), test AUC / UAUC / NDCG (None: not published),
+# labelled by backbone.
+PUBLISHED: dict[str, list[tuple[str, str, float | None, float | None, float | None]]] = {
     "collm_ml1m": [
-        ("MF", "-", 0.6482, 0.6361),
-        ("TALLRec", "Vicuna-7B", 0.7097, 0.6818),
-        ("CoLLM-MF", "Vicuna-7B", 0.7295, 0.6875),
-        ("TALLRec", "Qwen2-1.5B", 0.7027, 0.6638),
-        ("CoLLM-MF", "Qwen2-1.5B", 0.7354, 0.6950),
+        ("MF", "-", 0.6482, 0.6361, 0.8447),
+        ("LightGCN", "-", 0.5959, 0.6499, 0.8564),
+        ("SASRec", "-", 0.7078, 0.6884, 0.8612),
+        ("TALLRec (= CoLLM w/o CIE)", "Vicuna-7B", 0.7097, 0.6818, 0.8711),
+        ("CoLLM-MF", "Vicuna-7B", 0.7295, 0.6875, 0.8714),
+        ("CoLLM-LightGCN", "Vicuna-7B", 0.7100, 0.6967, 0.8740),
+        ("CoLLM-SASRec", "Vicuna-7B", 0.7235, 0.6990, 0.8765),
+        ("CoLLM-MF T1 (Table V)", "Vicuna-7B", 0.7360, 0.6946, None),
+        ("CoLLM-MF T2 (Table V)", "Vicuna-7B", 0.7418, 0.6906, None),
+        ("CoLLM-MF T3 (Table V)", "Vicuna-7B", 0.7131, 0.6661, None),
+        ("Ensemble MF + TALLRec (Table III)", "Vicuna-7B", 0.7239, None, None),
+        ("Ensemble MF + CoLLM-MF (Table III)", "Vicuna-7B", 0.7364, None, None),
+        ("TALLRec (= CoLLM w/o CIE)", "Qwen2-1.5B", 0.7027, 0.6638, None),
+        ("CoLLM-MF", "Qwen2-1.5B", 0.7354, 0.6950, None),
     ],
     "collm_amazon_book": [
-        ("MF", "-", 0.7134, 0.5565),
-        ("TALLRec", "Vicuna-7B", 0.7375, 0.5983),
-        ("CoLLM-MF", "Vicuna-7B", 0.8109, 0.6225),
+        ("MF", "-", 0.7134, 0.5565, None),
+        ("TALLRec (= CoLLM w/o CIE)", "Vicuna-7B", 0.7375, 0.5983, None),
+        ("CoLLM-MF", "Vicuna-7B", 0.8109, 0.6225, None),
+        ("CoLLM-MF T1 (Table V)", "Vicuna-7B", 0.8154, 0.6139, None),
+        ("CoLLM-MF T2 (Table V)", "Vicuna-7B", 0.8288, 0.6352, None),
+        ("CoLLM-MF T3 (Table V)", "Vicuna-7B", 0.8104, 0.5753, None),
+        ("Ensemble MF + TALLRec (Table III)", "Vicuna-7B", 0.7782, None, None),
+        ("Ensemble MF + CoLLM-MF (Table III)", "Vicuna-7B", 0.8112, None, None),
     ],
 }
 
 
 # the papers' method names -> ours, for the published-numbers comparison
-PAPER_NAMES = {"MF": "mf", "TALLRec": "ingredient_tallrec", "CoLLM-MF": "collm_mf",
+PAPER_NAMES = {"MF": "mf", "LightGCN": "lightgcn", "SASRec": "sasrec",
+               "TALLRec (= CoLLM w/o CIE)": "ingredient_tallrec",
+               "CoLLM-MF": "collm_mf", "CoLLM-LightGCN": "collm_lightgcn", "CoLLM-SASRec": "collm_sasrec",
+               "CoLLM-MF T1 (Table V)": "collm_mf_t1", "CoLLM-MF T2 (Table V)": "collm_mf_t2",
+               "CoLLM-MF T3 (Table V)": "collm_mf_t3",
+               "Ensemble MF + TALLRec (Table III)": "ensemble_mf_tallrec",
+               "Ensemble MF + CoLLM-MF (Table III)": "ensemble_mf_collm_mf",
                "RecCocktail, pointwise (ours)": "reccocktail", "CoLLM on RecCocktail (ours)": "collm_mf_cocktail"}
+# Table III's ensemble averaging (Dietterich 2000): the mean of the two methods' probabilities,
+# sigmoid(score), on the rows both scored; computed by the report from the two score sets
+ENSEMBLES = {"ensemble_mf_tallrec": ("mf", "ingredient_tallrec"), "ensemble_mf_collm_mf": ("mf", "collm_mf")}
 # the pointwise rows of the cocktail stage that are our adaptation of RecCocktail (PROTOCOLS section 8):
 # every merge method on the Yes/No adapters but the ingredient alone, which is TALLRec as published
 POINTWISE_COCKTAIL_ROWS = ("base_spirit", "equal_weights", "task_arithmetic", "ties", "dare", "reccocktail",
@@ -73,7 +97,11 @@ def subset_masks(test: pl.DataFrame) -> dict[str, np.ndarray]:
 
 
 # what an estimate's n counts, per metric
-UNITS = {"auc": "scored rows", "uauc": "users with both labels", "hr": "ranked lists", "ndcg": "ranked lists"}
+UNITS = {"auc": "scored rows", "uauc": "users with both labels", "user_ndcg": "users with both labels",
+         "hr": "ranked lists", "ndcg": "ranked lists"}
+# the pointwise metrics of every method (PROTOCOLS section 5): `user_ndcg` is CoLLM's NDCG column
+POINTWISE_METRICS = ("auc", "uauc", "user_ndcg")
+METRIC_LABELS = {"auc": "AUC", "uauc": "UAUC", "user_ndcg": "NDCG"}
 
 
 def on_common_rows(methods: list[MethodScores]) -> tuple[list[MethodScores], int] | None:
@@ -115,6 +143,8 @@ def evaluate(test: pl.DataFrame, methods: list[MethodScores], ks: tuple[int, ...
                 "auc": metrics.auc_estimate(labels[sel], m.pointwise[sel], bootstrap_samples, seed).as_dict(),
                 "uauc": metrics.uauc_estimate(users[sel], labels[sel], m.pointwise[sel],
                                               bootstrap_samples, seed).as_dict(),
+                "user_ndcg": metrics.user_ndcg_estimate(users[sel], labels[sel], m.pointwise[sel],
+                                                        bootstrap_samples, seed).as_dict(),
             }
             if m.ranking is not None:
                 ranked = mask & (labels == 1) & ~np.isnan(m.ranking).any(axis=1)
@@ -128,7 +158,8 @@ def evaluate(test: pl.DataFrame, methods: list[MethodScores], ks: tuple[int, ...
                     est["not_applicable"] = why
             else:
                 if one_row_per_user:
-                    res["uauc"]["not_applicable"] = "one test row per user (leave-one-out): no per-user AUC exists"
+                    for k in ("uauc", "user_ndcg"):
+                        res[k]["not_applicable"] = "one test row per user (leave-one-out): no per-user ranking exists"
                 # a method that scored a sample: too few of its own rows, users or lists is no estimate
                 for metric, est in res.items():
                     unit = UNITS[metric.split("@")[0]]
@@ -236,14 +267,18 @@ def plot_metrics(result: dict, path: Path, metric_names: tuple[str, ...] = ("auc
 def _metric_tables(result: dict, settings: dict[str, Any], level: str = "##") -> list[str]:
     """The pointwise table, the ranking tables per subset and the not-applicable footnote."""
     lines = [
-        f"{level} Pointwise: AUC and UAUC",
+        f"{level} Pointwise: AUC, UAUC and NDCG",
         "",
-        "| method | " + " | ".join(f"AUC {s}" for s in SUBSETS) + " | " + " | ".join(f"UAUC {s}" for s in SUBSETS) + " |",
-        "|---|" + "---|" * 6,
+        "NDCG is CoLLM's (Table II): per user, the user's labelled test rows ranked by score, NDCG with the "
+        "labels as relevance over the whole list (tied scores share their discounts), averaged over the users "
+        "with both a positive and a negative row (the others are skipped, as for UAUC).",
+        "",
+        "| method | " + " | ".join(f"{METRIC_LABELS[k]} {s}" for k in POINTWISE_METRICS for s in SUBSETS) + " |",
+        "|---|" + "---|" * (len(POINTWISE_METRICS) * len(SUBSETS)),
     ]
     for m, subsets in result.items():
-        lines.append(f"| {m} | " + " | ".join(_fmt(subsets[s]["auc"]) for s in SUBSETS) + " | "
-                     + " | ".join(_fmt(subsets[s]["uauc"]) for s in SUBSETS) + " |")
+        lines.append(f"| {m} | " + " | ".join(_fmt(subsets[s][k]) if k in subsets[s] else "n/a"
+                                              for k in POINTWISE_METRICS for s in SUBSETS) + " |")
     rank_metrics = [k for k in next(iter(result.values()))["all"] if k.startswith(("hr@", "ndcg@"))] if result else []
     if rank_metrics:
         lines += [
@@ -292,24 +327,29 @@ def markdown(domain: str, test: pl.DataFrame, result: dict, settings: dict[str, 
                   "that all of them scored", ""]
         lines += _metric_tables(same_rows[0], settings, level="###")
     if reference and reference in PUBLISHED:
+        num = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
         lines += ["## Published numbers for this protocol (test, all rows)", "",
-                  "| method | backbone | AUC | UAUC |", "|---|---|---|---|"]
-        lines += [f"| {m} | {b} | {a:.4f} | {u:.4f} |" for m, b, a, u in PUBLISHED[reference]]
+                  "| method | backbone | AUC | UAUC | NDCG |", "|---|---|---|---|---|"]
+        lines += [f"| {m} | {b} | {num(a)} | {num(u)} | {num(n)} |" for m, b, a, u, n in PUBLISHED[reference]]
         backbone = settings.get("llm") or "?"
-        lines += ["", f"Ours on the same protocol (test, all rows; LLM backbone `{backbone}`, profile "
-                  f"`{settings.get('profile', '?')}`; LLM rows may score a seeded sample of test rows):", "",
-                  "| paper's method | ours | backbone | AUC | UAUC |", "|---|---|---|---|---|"]
+        lines += ["", f"Ours on the same protocol (test; LLM backbone `{backbone}`, profile "
+                  f"`{settings.get('profile', '?')}`; each method on its own rows, LLM methods on a seeded sample "
+                  "of test rows: n in metrics.json). CoLLM variants: two-step (default), T1 (step 2 also tunes the "
+                  "CF vectors), T2 (step 2 trains them from scratch), T3 (one step from the raw base LLM); the "
+                  "CoLLM rows of other CF sources and variants are in the tables above (`collm_<cf>[_<variant>]`). "
+                  "\"w/o CIE\" is TALLRec: the same step-1 model with the text-only prompt.", "",
+                  "| paper's method | ours | backbone | AUC | UAUC | NDCG |", "|---|---|---|---|---|---|"]
         fmt = lambda e: "n/a" if e is None or e.get("not_applicable") else f"{e['value']:.4f}"  # noqa: E731
 
         def ours(res: dict) -> list[str]:
-            return [f"| {paper} | {mine} | {'-' if paper == 'MF' else backbone} | "
-                    f"{fmt(res[mine]['all'].get('auc'))} | {fmt(res[mine]['all'].get('uauc'))} |"
+            return [f"| {paper} | {mine} | {'-' if mine in ('mf', 'lightgcn', 'sasrec') else backbone} | "
+                    + " | ".join(fmt(res[mine]['all'].get(k)) for k in POINTWISE_METRICS) + " |"
                     for paper, mine in PAPER_NAMES.items() if mine in res]
 
         lines += ours(result)
         if same_rows is not None:
             lines += ["", f"The same methods on the {same_rows[1]:,} rows they all scored:", "",
-                      "| paper's method | ours | backbone | AUC | UAUC |", "|---|---|---|---|---|"]
+                      "| paper's method | ours | backbone | AUC | UAUC | NDCG |", "|---|---|---|---|---|---|"]
             lines += ours(same_rows[0])
         lines.append("")
     if plots:
@@ -389,7 +429,7 @@ def summary_markdown(reports: dict[str, dict]) -> tuple[str, list[dict]]:
         for method, subsets in rep["metrics"].items():
             row = {"domain": domain, "method": method, "test_rows": rep.get("test_rows")}
             for s in SUBSETS:
-                for k in ("auc", "uauc", "ndcg@3"):
+                for k in ("auc", "uauc", "user_ndcg", "ndcg@3"):
                     est = subsets.get(s, {}).get(k)
                     row[f"{k}_{s}"] = None if est is None or est.get("not_applicable") else est["value"]
             table.append(row)
@@ -399,12 +439,13 @@ def summary_markdown(reports: dict[str, dict]) -> tuple[str, list[dict]]:
 
     lines = ["# Evaluation summary", "", f"{len(reports)} domain(s). Values on the test split; the "
              "per-domain reports hold intervals, ranking metrics, plots and lineage.", "",
-             "| domain | method | AUC all | AUC warm | AUC cold | UAUC all | UAUC warm | UAUC cold | NDCG@3 all |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| domain | method | AUC all | AUC warm | AUC cold | UAUC all | UAUC warm | UAUC cold | NDCG all | "
+             "NDCG@3 all |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in table:
         lines.append(f"| {r['domain']} | {r['method']} | {f(r['auc_all'])} | {f(r['auc_warm'])} | "
                      f"{f(r['auc_cold'])} | {f(r['uauc_all'])} | {f(r['uauc_warm'])} | {f(r['uauc_cold'])} | "
-                     f"{f(r['ndcg@3_all'])} |")
+                     f"{f(r['user_ndcg_all'])} | {f(r['ndcg@3_all'])} |")
     return "\n".join(lines) + "\n", table
 
 
@@ -473,7 +514,24 @@ def load_scores(ws, domain: str, n_test: int, log=None) -> tuple[list[MethodScor
 
         lineage.append({"asset": asset, "path": str(path), "sha256": file_sha256(path)})
         methods += [_method_scores(df, name, n_test, asset) for name in df["method"].unique(maintain_order=True)]
-    return methods, lineage
+    return methods + ensembles(methods), lineage
+
+
+def ensembles(methods: list["MethodScores"]) -> list["MethodScores"]:
+    """CoLLM's Table III: each pair of `ENSEMBLES` present, averaged as probabilities on the rows
+    (and candidate lists) both scored; NaN elsewhere."""
+    by_name = {m.name: m for m in methods}
+    sig = lambda x: 1.0 / (1.0 + np.exp(-x))  # noqa: E731
+    out = []
+    for name, (a, b) in ENSEMBLES.items():
+        if a in by_name and b in by_name:
+            ma, mb = by_name[a], by_name[b]
+            rank = None
+            if ma.ranking is not None and mb.ranking is not None and ma.ranking.shape == mb.ranking.shape:
+                rank = (sig(ma.ranking) + sig(mb.ranking)) / 2
+            out.append(MethodScores(name, (sig(ma.pointwise) + sig(mb.pointwise)) / 2, rank,
+                                    {"asset": "report", "ensemble_of": [a, b]}))
+    return out
 
 
 def _method_scores(df: pl.DataFrame, name: str, n_test: int, asset: str) -> MethodScores:
@@ -534,8 +592,8 @@ def write_report(out: Path, domain: str, test: pl.DataFrame, methods: list[Metho
 
 
 def headline_numbers(result: dict) -> dict[str, float]:
-    """`method/subset/metric` -> value of every applicable AUC and UAUC, for the asset's metadata."""
+    """`method/subset/metric` -> value of every applicable AUC, UAUC and NDCG, for the asset's metadata."""
     return {f"{m}/{s}/{k}": round(result[m][s][k]["value"], 4)
-            for m in result for s in SUBSETS for k in ("auc", "uauc")
+            for m in result for s in SUBSETS for k in POINTWISE_METRICS if k in result[m][s]
             if not result[m][s][k].get("not_applicable") and result[m][s][k]["value"] is not None
             and not math.isnan(result[m][s][k]["value"])}

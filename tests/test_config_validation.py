@@ -374,7 +374,7 @@ PROFILE_PROBLEMS = [
     ({"merge": {"lern_rows": 10}}, "profiles.mine.merge.lern_rows", "did you mean `learn_rows`?"),
     ({"train": {"learn_rows": 10}}, "profiles.mine.train.learn_rows", "`learn_rows` is a key of"),
     ({"collm": {"cf_model": ["mf"]}}, "profiles.mine.collm.cf_model", "did you mean `cf_models`?"),
-    ({"collm": {"varient": "t1"}}, "profiles.mine.collm.varient", "did you mean `variant`?"),
+    ({"collm": {"varient": ["t1"]}}, "profiles.mine.collm.varient", "did you mean `variants`?"),
     ({"base_spirit": {"valid_row": 5}}, "profiles.mine.base_spirit.valid_row", "did you mean `valid_rows`?"),
     ({"ingredient": {"trian": {"lr": 0.1}}}, "profiles.mine.ingredient.trian", "did you mean `train`?"),
     ({"ingredient": {"train": {"lora_rank": 4}}}, "profiles.mine.ingredient.train.lora_rank", "did you mean `lora_r`?"),
@@ -384,7 +384,7 @@ PROFILE_PROBLEMS = [
     ({"train": {"lr": 0.00001, "min_lr": 0.001}}, "profiles.mine.train", "min_lr 0.001 is above lr"),
     ({"merge": {"steps": 0}}, "profiles.mine.merge.steps", "must be > 0 (got 0)"),
     ({"collm": {"cf_models": ["mff"]}}, "profiles.mine.collm", "unknown CF model(s) ['mff']"),
-    ({"collm": {"variant": "t4"}}, "profiles.mine.collm.variant", "two_step"),
+    ({"collm": {"variants": ["t4"]}}, "profiles.mine.collm.variants", "two_step"),
     ({"collm": {"backbones": ["cocktial"]}}, "profiles.mine.collm.backbones", "cocktail"),
     ({"train": {"lora_dropout": 1.5}}, "profiles.mine.train.lora_dropout", "must be < 1.0 (got 1.5)"),
 ]
@@ -469,5 +469,5 @@ def test_the_readme_shows_the_generated_profiles():
     assert readme[start + len(profmod.README_START):end] == "\n" + profmod.profiles_markdown(), (
         "the README's profile tables are out of date: run `.venv/bin/python -m models.profiles --readme`")
     for key in ("max_prompt_tokens", "lora_r", "target_modules", "learn_rows", "task_arithmetic_lambdas",
-                "cf_models", "backbones", "variant", "ranking_users"):
+                "cf_models", "backbones", "variants", "ranking_users"):
         assert f"| `{key}` |" in readme

@@ -12,8 +12,8 @@ from dagster._core.loader import LoadingContextForTest
 from models import llm
 from models.config import Settings
 from orchestration.definitions import build_definitions
-from orchestration.jobs import evaluate_domain, materialize_dataset, materialize_domain, train_base_spirit
-from test_report import add_general_domain, write_fixture
+from orchestration.jobs import evaluate_domain, train_base_spirit
+from test_report import add_general_domain, prepare_llm_fixture, write_fixture
 
 LLM_ASSETS = ("base_spirit_lora", "ingredient_lora", "cocktail_model", "llm_scores", "collm_cie")
 DATA_ASSETS = ("raw_interactions", "raw_items", "interactions", "domain_interactions", "temporal_split",
@@ -59,11 +59,7 @@ def world(tmp_path_factory):
     at = {name: Settings(settings.data_dir, settings.config_path, name) for name in ("tiny_a", "tiny_b", "tiny_a_lr")}
     defs = build_definitions(at["tiny_a"])
     instance = dg.DagsterInstance.ephemeral()
-    for ds in ("synthetic", "general"):
-        assert materialize_dataset(defs, ds, instance).success
-    for d in ("shop", "shop_all"):
-        assert materialize_domain(defs, d, instance).success
-    assert train_base_spirit(defs, instance).success
+    prepare_llm_fixture(defs, instance)
     assert evaluate_domain(defs, "shop", instance, with_llm=True).success
     yield {name: build_definitions(s) for name, s in at.items()}, instance
     mp.undo()

@@ -11,7 +11,7 @@ import yaml
 from models import metrics, report
 from models.config import Settings
 from orchestration.definitions import build_definitions
-from orchestration.jobs import evaluate_domain, materialize_dataset, materialize_domain
+from orchestration.jobs import evaluate_domain, materialize_dataset, materialize_domain, train_base_spirit
 
 MONTH = 30 * 86400
 
@@ -54,6 +54,16 @@ def write_fixture(tmp_path):
     }
     (tmp_path / "datasets.yaml").write_text(yaml.safe_dump(cfg))
     return Settings(tmp_path / "data", tmp_path / "datasets.yaml", "smoke")
+
+
+def prepare_llm_fixture(defs, instance) -> None:
+    """What an LLM evaluation of `shop` needs first: both datasets, `shop` and the general `shop_all`
+    split (`add_general_domain`), and the base spirit."""
+    for ds in ("synthetic", "general"):
+        assert materialize_dataset(defs, ds, instance).success
+    for d in ("shop", "shop_all"):
+        assert materialize_domain(defs, d, instance).success
+    assert train_base_spirit(defs, instance).success
 
 
 def add_general_domain(settings: Settings, name: str = "shop_all") -> dict:
@@ -99,7 +109,7 @@ def test_report_files_exist_and_agree(evaluated):
     md = (out / "report.md").read_text()
     meta = _report_metadata(result)
     assert meta["report"] == md
-    assert set(payload["metrics"]) == {"popularity", "als", "bpr", "mf"}
+    assert set(payload["metrics"]) == {"popularity", "als", "bpr", "mf", "lightgcn", "sasrec"}
     for method, subsets in payload["metrics"].items():
         assert set(subsets) == {"all", "warm", "cold"}
         auc = subsets["all"]["auc"]["value"]
@@ -178,7 +188,7 @@ def test_published_reference_appears_for_the_collm_protocol():
                          reference="collm_ml1m")
     assert "| CoLLM-MF | Qwen2-1.5B | 0.7354 | 0.6950 |" in md
     assert "| MF | mf | - | 0.7500 | 0.5000 |" in md  # ours beside theirs, labelled by backbone
-    assert "| TALLRec | ingredient_tallrec | smollm2-135m-instruct | 1.0000 | 1.0000 |" in md
+    assert "| TALLRec (= CoLLM w/o CIE) | ingredient_tallrec | smollm2-135m-instruct | 1.0000 | 1.0000 |" in md
     assert res["mf"]["warm"]["auc"]["value"] == 1.0 and res["mf"]["cold"]["auc"]["value"] == 0.0
 
 
