@@ -203,9 +203,31 @@ def table_data_version(con: duckdb.DuckDBPyConnection, table: str, key: str, val
     return hashlib.sha256(f"{r[0]}:{r[1]}".encode()).hexdigest()[:16]
 
 
-def metadata_values(md: dict[str, Any]) -> dict[str, Any]:
+def png_data_uri(path) -> str:
+    import base64
+    from pathlib import Path
+
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
+
+
+def embed_images(markdown: str, folder) -> str:
+    """Markdown whose relative PNG links (`![roc](roc.png)`, as report.md writes them so that it reads
+    well outside the UI) point at files in `folder`, with each image inlined as data: the asset page
+    in the UI then shows the pictures."""
+    import re
+    from pathlib import Path
+
+    def inline(m: re.Match) -> str:
+        path = Path(folder) / m.group(2)
+        return f"![{m.group(1)}]({png_data_uri(path)})" if path.is_file() else m.group(0)
+
+    return re.sub(r"!\[([^\]]*)\]\(([^)/:]+\.png)\)", inline, markdown)
+
+
+def metadata_values(md: dict[str, Any], show_plots: bool = True) -> dict[str, Any]:
     """Plain values from models/ as Dagster metadata: a Path as a path, a list or dict as JSON, None
-    as null, the rest as it is."""
+    as null, the rest as it is. With `show_plots`, every PNG among them is also drawn in one Markdown
+    entry, `plots`, which the asset page renders."""
     from pathlib import Path
 
     def one(v: Any) -> Any:
@@ -217,4 +239,51 @@ def metadata_values(md: dict[str, Any]) -> dict[str, Any]:
             return dg.MetadataValue.null()
         return v
 
-    return {k: one(v) for k, v in md.items()}
+    out = {k: one(v) for k, v in md.items()}
+    pngs = {k: v for k, v in md.items() if isinstance(v, Path) and v.suffix == ".png" and v.is_file()}
+    if show_plots and pngs:
+        out["plots"] = dg.MetadataValue.md("\n\n".join(f"**{k}** (`{v.name}`)\n\n![{k}]({png_data_uri(v)})"
+                                                         for k, v in pngs.items()))
+    return out
+
+
+BEATS_UNTRAINED = "beats_untrained"
+BEATS_UNTRAINED_DOC = ("WARN when the trained model does not beat the untrained LLM on validation (the adapters: "
+                       "their best validation AUC or loss against the same validation before the first step; a "
+                       "cocktail: its selection score against the untrained LLM's on the same selection rows)")
+
+
+def beats_untrained(asset: str, md: dict, trained: str, untrained: str,
+                    higher_is_better: bool = True) -> dg.AssetCheckResult:
+    """The `beats_untrained` check of a training asset from its metadata: `trained` and `untrained` are
+    metadata keys (prefixed `<domain>/` when one run trained several domains). Severity WARN: a model
+    no better than the untrained LLM is worth a look, not a stopped pipeline."""
+    def plain(v: Any) -> Any:
+        return getattr(v, "value", v)
+
+    lines, worse, unmeasured = [], [], []
+    for key, value in md.items():
+        prefix = key[: -len(trained)] if key.endswith(trained) else None
+        if prefix is None or not (prefix == "" or (prefix.endswith("/") and prefix.count("/") == 1)):
+            continue
+        where = prefix.rstrip("/") or "this model"
+        t, u = plain(value), plain(md.get(prefix + untrained))
+        if t is None or u is None:
+            unmeasured.append(where)
+            continue
+        gain = t - u if higher_is_better else u - t
+        lines.append(f"{where}: {trained} {t:.4f} against the untrained LLM's {u:.4f} ({gain:+.4f} in its favour)")
+        if gain <= 0:
+            worse.append(where)
+    if unmeasured:
+        lines.append(f"not measured for {', '.join(unmeasured)} (trained before this check existed: rematerialize)")
+    text = ("; ".join(lines) or "nothing to compare")
+    return dg.AssetCheckResult(
+        check_name=BEATS_UNTRAINED, asset_key=dg.AssetKey(asset), passed=not worse,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(f"no better than the untrained LLM on validation: {', '.join(worse)}; " if worse else "") + text,
+        metadata={"no_better": ", ".join(worse) or "none"})
+
+
+def with_checks(result: dg.MaterializeResult, *checks: dg.AssetCheckResult) -> dg.MaterializeResult:
+    return dg.MaterializeResult(metadata=result.metadata, data_version=result.data_version, check_results=list(checks))

@@ -78,14 +78,17 @@ def base_spirit_lora(context: dg.AssetExecutionContext, project: ProjectResource
         raise meta.fail("no domain has role: general in the config; the base spirit needs at least one")
     md, version = _train(context, project, run_profile(project.profile, config, context.log), config, general,
                          "base_spirit")
-    return dg.MaterializeResult(metadata=md, data_version=dg.DataVersion(version))
+    return dg.MaterializeResult(metadata=md, data_version=dg.DataVersion(version), check_results=[
+        meta.beats_untrained("base_spirit_lora", md, "best_valid_auc", "untrained_valid_auc")])
 
 
 @meta.classify_failures
 def ingredient_lora(context: dg.AssetExecutionContext, project: ProjectResource,
                     config: LLMRunConfig) -> dg.MaterializeResult:
     prof = run_profile(project.profile, config, context.log)
-    return per_domain(context, lambda d: _train(context, project, prof, config, {d: _noun(project, d)}, "ingredient"))
+    result = per_domain(context, lambda d: _train(context, project, prof, config, {d: _noun(project, d)}, "ingredient"))
+    return meta.with_checks(result, meta.beats_untrained("ingredient_lora", result.metadata, "best_valid_auc",
+                                                         "untrained_valid_auc"))
 
 
 def _each_domain(context, project: ProjectResource, config: LLMRunConfig, stage: str, run, version_key: str):
@@ -104,7 +107,9 @@ def _each_domain(context, project: ProjectResource, config: LLMRunConfig, stage:
 @meta.classify_failures
 def cocktail_model(context: dg.AssetExecutionContext, project: ProjectResource,
                    config: LLMRunConfig) -> dg.MaterializeResult:
-    return _each_domain(context, project, config, "cocktail", cocktail.make_cocktail, "model_sha256")
+    result = _each_domain(context, project, config, "cocktail", cocktail.make_cocktail, "model_sha256")
+    return meta.with_checks(result, meta.beats_untrained("cocktail_model", result.metadata, "select_score/reccocktail",
+                                                         "untrained_select_score"))
 
 
 @meta.classify_failures
@@ -132,7 +137,8 @@ def build_llm_assets(cfg: ProjectConfig, lineage: _lineage.LLMLineage) -> list:
     common = dict(retry_policy=meta.TRANSIENT_RETRY, group_name="llm", op_tags=GPU_TAGS, pool="gpu")
     domain = dict(partitions_def=domain_partitions(cfg), backfill_policy=SINGLE_RUN, **common)
     base = dg.asset(
-        name="base_spirit_lora", deps=[dg.AssetDep("temporal_split", partition_mapping=dg.AllPartitionMapping())],
+        name="base_spirit_lora", check_specs=[dg.AssetCheckSpec(meta.BEATS_UNTRAINED, asset="base_spirit_lora",
+                                                    description=meta.BEATS_UNTRAINED_DOC)], deps=[dg.AssetDep("temporal_split", partition_mapping=dg.AllPartitionMapping())],
         code_version=lineage.code_version("base_spirit", adapters), kinds={"pytorch", "peft"}, **common,
         description=f"One LoRA adapter trained on the train prompts of the general domains "
                     f"({', '.join(general) or 'none configured'}; without any user of a cocktail domain), in PEFT "
@@ -140,13 +146,15 @@ def build_llm_assets(cfg: ProjectConfig, lineage: _lineage.LLMLineage) -> list:
                     "with each target (our pointwise adaptation of RecCocktail's base spirit).",
     )(base_spirit_lora)
     ingredient = dg.asset(
-        name="ingredient_lora", deps=["temporal_split"], code_version=lineage.code_version("ingredient", adapters),
+        name="ingredient_lora", check_specs=[dg.AssetCheckSpec(meta.BEATS_UNTRAINED, asset="ingredient_lora",
+                                                    description=meta.BEATS_UNTRAINED_DOC)], deps=["temporal_split"], code_version=lineage.code_version("ingredient", adapters),
         kinds={"pytorch", "peft"}, **domain,
         description="The domain's ingredient LoRA, trained from the same base LLM on the domain's text-only "
                     "prompts (TALLRec / CoLLM step 1), in PEFT format under `adapters/ingredient/<domain>`.",
     )(ingredient_lora)
     mixed = dg.asset(
-        name="cocktail_model", deps=[base, ingredient, "temporal_split"],
+        name="cocktail_model", check_specs=[dg.AssetCheckSpec(meta.BEATS_UNTRAINED, asset="cocktail_model",
+                                                    description=meta.BEATS_UNTRAINED_DOC)], deps=[base, ingredient, "temporal_split"],
         code_version=lineage.code_version("cocktail", cocktail), kinds={"pytorch", "safetensors"}, **domain,
         description="RecCocktail: the base spirit and the domain's ingredient mixed per layer and projection by "
                     "weights learned on unlabelled validation prompts (entropy of P(Yes), our pointwise form), the "

@@ -31,7 +31,8 @@ def listwise_base_spirit(context: dg.AssetExecutionContext, project: ProjectReso
     md = reccocktail.train_adapter(Workspace(project.root), project.config, general, "base_spirit", prof,
                                    log=context.log.info)
     return dg.MaterializeResult(metadata=_with_settings(md, prof, config, "listwise_base_spirit"),
-                                data_version=dg.DataVersion(md["adapter_sha256"][:16]))
+                                data_version=dg.DataVersion(md["adapter_sha256"][:16]), check_results=[
+        meta.beats_untrained("listwise_base_spirit", md, "best_valid_loss", "untrained_valid_loss", False)])
 
 
 def _run(project: ProjectResource, work):
@@ -48,7 +49,9 @@ def listwise_ingredient(context: dg.AssetExecutionContext, project: ProjectResou
                         config: LLMRunConfig) -> dg.MaterializeResult:
     cfg = project.config
     work = _run(project, lambda ws, d, prof, log: reccocktail.train_adapter(ws, cfg, [d], "ingredient", prof, log))
-    return _each_domain(context, project, config, "listwise_ingredient", work, "adapter_sha256")
+    result = _each_domain(context, project, config, "listwise_ingredient", work, "adapter_sha256")
+    return meta.with_checks(result, meta.beats_untrained("listwise_ingredient", result.metadata, "best_valid_loss",
+                                                         "untrained_valid_loss", higher_is_better=False))
 
 
 @meta.classify_failures
@@ -57,7 +60,9 @@ def listwise_cocktail(context: dg.AssetExecutionContext, project: ProjectResourc
     cfg = project.config
     work = _run(project, lambda ws, d, prof, log: cocktail.make_cocktail(
         ws, d, cfg.domains[d].item_noun, prof, log, task="listwise", cfg=cfg))
-    return _each_domain(context, project, config, "listwise_cocktail", work, "model_sha256")
+    result = _each_domain(context, project, config, "listwise_cocktail", work, "model_sha256")
+    return meta.with_checks(result, meta.beats_untrained("listwise_cocktail", result.metadata,
+                                                         "select_score/reccocktail", "untrained_select_score"))
 
 
 @meta.classify_failures
@@ -79,7 +84,8 @@ def build_reccocktail_assets(cfg: ProjectConfig, lineage: _lineage.LLMLineage) -
     domain = dict(partitions_def=domain_partitions(cfg), backfill_policy=SINGLE_RUN, **common)
     general = base_spirit.general_domains(cfg)
     base = dg.asset(
-        name="listwise_base_spirit", deps=[dg.AssetDep("temporal_split", partition_mapping=dg.AllPartitionMapping())],
+        name="listwise_base_spirit", check_specs=[dg.AssetCheckSpec(meta.BEATS_UNTRAINED, asset="listwise_base_spirit",
+                                                    description=meta.BEATS_UNTRAINED_DOC)], deps=[dg.AssetDep("temporal_split", partition_mapping=dg.AllPartitionMapping())],
         code_version=lineage.code_version("listwise_base_spirit", reccocktail, listwise), kinds={"pytorch", "peft"},
         description=f"RecCocktail's base spirit as published: one LoRA on the listwise prompts of the general domains "
                     f"({', '.join(general) or 'none configured'}; each user's validation sample, without any user of "
@@ -87,13 +93,15 @@ def build_reccocktail_assets(cfg: ProjectConfig, lineage: _lineage.LLMLineage) -
                     "what it shares with each target.", **common,
     )(listwise_base_spirit)
     ingredient = dg.asset(
-        name="listwise_ingredient", deps=["temporal_split"],
+        name="listwise_ingredient", check_specs=[dg.AssetCheckSpec(meta.BEATS_UNTRAINED, asset="listwise_ingredient",
+                                                    description=meta.BEATS_UNTRAINED_DOC)], deps=["temporal_split"],
         code_version=lineage.code_version("listwise_ingredient", reccocktail, listwise), kinds={"pytorch", "peft"},
         description="The domain's listwise ingredient LoRA (train lists; a few-shot budget on a cold-start domain), "
                     "from the same base LLM, under adapters/listwise_ingredient/<domain>.", **domain,
     )(listwise_ingredient)
     mixed = dg.asset(
-        name="listwise_cocktail", deps=[base, ingredient, "temporal_split"],
+        name="listwise_cocktail", check_specs=[dg.AssetCheckSpec(meta.BEATS_UNTRAINED, asset="listwise_cocktail",
+                                                    description=meta.BEATS_UNTRAINED_DOC)], deps=[base, ingredient, "temporal_split"],
         code_version=lineage.code_version("listwise_cocktail", cocktail, reccocktail, listwise),
         kinds={"pytorch", "safetensors"}, **domain,
         description="RecCocktail as published: per-module mixing weights learned by the Shannon entropy at the first "

@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 import polars as pl
 
-from models import base_spirit, fingerprint, llm as llm_mod, lora_train, prompts as prompt_mod
+from models import base_spirit, cards, fingerprint, llm as llm_mod, lora_train, prompts as prompt_mod
 from models.config import ProjectConfig
 from models.profiles import Profile
 from models.workspace import Workspace
@@ -57,6 +57,15 @@ def train_adapter(ws: Workspace, domains: dict[str, str], kind: str, prof: Profi
                        "validation AUC", f"{out.name}: best {result.best_valid:.4f} at step {result.best_step}",
                        out / "valid_auc.png")
     adapter = out / "adapter"
+    cards.write_adapter_card(
+        adapter, title=f"{kind.replace('_', ' ')} LoRA ({', '.join(domains)})",
+        what=("The base spirit: one LoRA on the text-only Yes/No prompts of the general domains (our pointwise "
+              "RecCocktail, PROTOCOLS section 8)." if kind == "base_spirit" else
+              "The ingredient: a LoRA on the domain's text-only Yes/No prompts (TALLRec; CoLLM's step 1)."),
+        identity=cards.identity_of(llm), domains=list(domains), cfg=cfg,
+        rows={"train prompts": len(train_p), "valid prompts": len(valid_p)}, settings=c.model_dump(mode="json"),
+        validation={"best validation AUC": round(result.best_valid, 4), "at step": result.best_step,
+                    "steps run": result.steps, "untrained LLM's validation AUC": result.untrained_valid})
     digest = fingerprint.folder_digest(adapter)
     record = {"domains": list(domains), "model": llm.identity, "config": c.model_dump(mode="json"),
               "result": result.__dict__}
@@ -71,6 +80,7 @@ def train_adapter(ws: Workspace, domains: dict[str, str], kind: str, prof: Profi
             "steps": result.steps, "steps_run": result.steps_run, "resumed_from_step": result.resumed_from,
             "reused_finished_adapter": result.reused, "fingerprint": result.fingerprint, "stopped": result.stopped,
             "best_valid_auc": round(result.best_valid, 4), "best_step": result.best_step,
+            "untrained_valid_auc": None if result.untrained_valid is None else round(result.untrained_valid, 4),
             "tokens_per_s": round(result.tokens_per_s, 1), "loss_and_auc": result.history,
             "train_settings": c.model_dump(mode="json"), "valid_auc_plot": curve, "adapter": adapter,
             "adapter_sha256": digest}

@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from models import data_prep, fingerprint, llm as llm_mod, merge, metrics, scorer
+from models import cards, data_prep, fingerprint, llm as llm_mod, merge, metrics, scorer
 from models.adapters import builder, load_base
 from models.profiles import Profile
 from models.workspace import Workspace
@@ -172,6 +172,7 @@ def make_cocktail(ws: Workspace, domain: str, noun: str, prof: Profile, log: Cal
                                      combine=lambda how: combined_model(ws, domain, prof, how, task))
         learn_s = time.perf_counter() - t0
         best = results[-1]
+        untrained = plan.select_score(load_base(ws, prof))  # what the cocktail has to beat (its asset check)
         merge.apply(mix, best)
         table = mix.weight_table()
         grid, rows, cols = weight_grid(table)
@@ -180,10 +181,21 @@ def make_cocktail(ws: Workspace, domain: str, noun: str, prof: Profile, log: Cal
         plot_curve(best.entropy_curves, "step", plan.entropy,
                    f"{domain}: weight learning on unlabelled validation prompts (per lr)", out / "entropy.png")
         model_dir = merge.save_dense(mix, loaded.tokenizer, out / "model")
+        cards.write_merged_card(
+            model_dir, title=f"RecCocktail {task} cocktail ({domain})",
+            what=("RecCocktail as published: the listwise base spirit and the domain's listwise ingredient merged per "
+                  "module by weights learned with the entropy of generated answers." if task == "listwise" else
+                  "Our pointwise adaptation of RecCocktail (PROTOCOLS section 8): the Yes/No base spirit and ingredient "
+                  "merged per module by weights learned with the binary entropy of P(Yes); not the paper's method."),
+            identity=cards.identity_of(loaded), adapters=digests, domains=[domain], cfg=cfg,
+            settings={**s.model_dump(mode="json"), "selected_lr": best.lr, "selected_step": best.step},
+            validation={**{f"selection {plan.metric} ({r.method})": round(r.select_score, 4) for r in results},
+                        f"selection {plan.metric} (the untrained LLM)": untrained})
         record = {"domain": domain, "task": task, "fingerprint": fp, "settings": s.model_dump(mode="json"),
                   "learn_rows": len(plan.learn), "select_rows": plan.select_rows, "select_metric": plan.metric,
                   "learn_s": round(learn_s, 1), "model_identity": loaded.identity,
                   "adapters": digests, "results": [r.__dict__ for r in results], "weights": table,
+                  "untrained_select_score": untrained,
                   "model_sha256": data_prep.file_sha256(model_dir / "model.safetensors")}
         fingerprint.write_json(out / "merge.json", record)
     best = record["results"][-1]
@@ -195,4 +207,4 @@ def make_cocktail(ws: Workspace, domain: str, noun: str, prof: Profile, log: Cal
             "weights_per_module": [{"module": p, **w} for p, w in record["weights"].items()],
             "merge_settings": record["settings"], "fingerprint": fp,
             "weights_plot": out / "weights.png", "entropy_plot": out / "entropy.png", "model": out / "model",
-            "model_sha256": record["model_sha256"]}
+            "model_sha256": record["model_sha256"], "untrained_select_score": record.get("untrained_select_score")}

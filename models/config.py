@@ -292,6 +292,8 @@ class Dataset(_FileModel):
     rating_range: RatingRange = Field([1.0, 5.0], description="ratings outside are quarantined",
                                       json_schema_extra={"doc_type": "[low, high] numbers"})
     label_threshold: float = Field(4.0, description="label = 1 if rating >= this; inside `rating_range`")
+    licence: str | None = Field(None, description="the data's terms of use, quoted in the model card of every "
+                                                  "adapter and merged model trained on it; none: \"not stated\"")
     split: Split = Field(description="how its domains are split into train, valid and test (a domain may "
                                      "override it); the keys depend on `protocol` (below)",
                          json_schema_extra={"doc_type": "mapping with `protocol`"})
@@ -529,6 +531,7 @@ class DatasetConfig:
     timestamp_unit: str | None = None  # s | ms | iso; None: the format's default
     encoding: str | None = None  # None: the format's default (latin-1 for ratings.dat)
     delimiter: str | None = None  # for CSV sources; None: the format's default
+    licence: str | None = None  # terms of use, for the model cards
 
 
 @dataclass(frozen=True)
@@ -627,7 +630,7 @@ def load_config(path: Path | str | None = None) -> ProjectConfig:
             rating_range=(float(d.rating_range[0]), float(d.rating_range[1])),
             label_threshold=float(d.label_threshold), split=_split_spec(d.split),
             categories_separator=d.categories_separator, timestamp_unit=d.timestamp_unit,
-            encoding=d.encoding, delimiter=d.delimiter)
+            encoding=d.encoding, delimiter=d.delimiter, licence=d.licence)
         for name, d in doc.datasets.items()}
     domains = {
         name: DomainConfig(

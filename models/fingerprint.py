@@ -44,12 +44,13 @@ def code_digest(*modules: ModuleType | type) -> str:
     return h.hexdigest()
 
 
-def folder_digest(folder: Path) -> str:
-    """sha256 over every file of a folder (relative names and contents)."""
+def folder_digest(folder: Path, exclude: tuple[str, ...] = ()) -> str:
+    """sha256 over every file of a folder (relative names and contents), but the relative names in
+    `exclude`."""
     from models.data_prep import file_sha256
 
     folder = Path(folder)
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and str(p.relative_to(folder)) not in exclude)
     return digest([[str(p.relative_to(folder)), file_sha256(p)] for p in files])
 
 

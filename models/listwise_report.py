@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from models import metrics
+from models import metrics, stats
 
 # PROTOCOLS section 7 (paper v2, NDCG@1 = HR@1, Qwen2-7B-Instruct)
 PUBLISHED = {"reccocktail_ml1m": [("best baseline", "Qwen2-7B-Instruct", 0.5392),
@@ -34,14 +34,20 @@ def _ranks(df: pl.DataFrame, targets: dict[int, str]) -> tuple[np.ndarray, np.nd
     return np.array(lik), np.array(gen), np.array(none), np.array(rows)
 
 
-def evaluate(scores: pl.DataFrame, test: pl.DataFrame, ks: tuple[int, ...], samples: int, seed: int) -> dict:
-    """method -> subset (all / warm / cold: not warm) -> metric -> estimate; plus the invalid counts."""
+def all_ranks(scores: pl.DataFrame, test: pl.DataFrame) -> dict[str, tuple]:
+    """method -> `_ranks` of its lists."""
     targets = dict(enumerate(test["item_id"].to_list()))
+    return {method: _ranks(scores.filter(pl.col("method") == method).sort("row"), targets)
+            for method in scores["method"].unique(maintain_order=True)}
+
+
+def evaluate(scores: pl.DataFrame, test: pl.DataFrame, ks: tuple[int, ...], samples: int, seed: int) -> dict:
+    """method -> subset (all / warm / cold: not warm) -> metric -> estimate; plus the invalid counts.
+    One list per user (leave-one-out), so resampling lists is resampling users."""
     warm = test["warm"].to_numpy().astype(bool)
     out = {}
-    for method in scores["method"].unique(maintain_order=True):
+    for method, (lik, gen, none, rows) in all_ranks(scores, test).items():
         part = scores.filter(pl.col("method") == method).sort("row")
-        lik, gen, none, rows = _ranks(part, targets)
         res = {}
         for subset, mask in (("all", np.ones(len(rows), bool)), ("warm", warm[rows]), ("cold", ~warm[rows])):
             est = {f"generated_{m}@{k}": metrics.ranking_estimate(gen[mask], m, k, samples, seed).as_dict()
@@ -53,6 +59,41 @@ def evaluate(scores: pl.DataFrame, test: pl.DataFrame, ks: tuple[int, ...], samp
             est["invalid_items"] = int(part["invalid_items"].to_numpy()[mask].sum())
             res[subset] = est
         out[method] = res
+    return out
+
+
+# the comparisons a reader asks of the listwise table (models/comparisons.py reads the claims from them)
+MERGE_BASELINES = ("ingredient_tallrec", "base_spirit", "equal_weights", "task_arithmetic", "ties", "dare")
+PAIRED_METRICS = (("generated", "hr", 1), ("generated", "ndcg", 3), ("likelihood", "ndcg", 5))
+PREFIX = "listwise/"  # the listwise methods' names in the comparisons, apart from the pointwise ones
+
+
+def compare(scores: pl.DataFrame, test: pl.DataFrame, samples: int, seed: int, min_lists: int) -> list[dict]:
+    """RecCocktail against its ingredient, its base spirit and every merge baseline, and every method
+    against the raw LLM, on the lists both scored, per subset: the difference of generated HR@1 (the
+    paper's NDCG@1), generated NDCG@3 and likelihood NDCG@5 with the paired bootstrap (one list per
+    user: resampling lists is resampling users)."""
+    ranks = all_ranks(scores, test)
+    warm = test["warm"].to_numpy().astype(bool)
+    pairs = [("reccocktail", b) for b in MERGE_BASELINES if "reccocktail" in ranks and b in ranks]
+    pairs += [(m, "llm_untrained") for m in ranks if m != "llm_untrained" and "llm_untrained" in ranks]
+    out = []
+    for a, b in pairs:
+        (lik_a, gen_a, _, rows_a), (lik_b, gen_b, _, rows_b) = ranks[a], ranks[b]
+        common, ia, ib = np.intersect1d(rows_a, rows_b, return_indices=True)
+        for subset, mask in (("all", np.ones(common.size, bool)), ("warm", warm[common]), ("cold", ~warm[common])):
+            for mode, m, k in PAIRED_METRICS:
+                ra, rb = (gen_a[ia], gen_b[ib]) if mode == "generated" else (lik_a[ia], lik_b[ib])
+                rec = {"a": PREFIX + a, "b": PREFIX + b, "subset": subset, "metric": f"{mode}_{m}@{k}",
+                       "why": "listwise: " + ("the cocktail against " + b if a == "reccocktail" and b != "llm_untrained"
+                                              else "a trained model against the raw LLM")}
+                if mask.sum() < min_lists:
+                    rec["not_applicable"] = f"only {int(mask.sum())} lists both scored (evaluation.min_subset_rows = {min_lists})"
+                else:
+                    rec.update(stats.paired_mean_bootstrap(metrics.ranking_values(ra[mask], m, k),
+                                                           metrics.ranking_values(rb[mask], m, k), common[mask],
+                                                           samples, seed).as_dict())
+                out.append(rec)
     return out
 
 
@@ -70,7 +111,7 @@ def markdown(result: dict, ks: tuple[int, ...], reference: str | None, backbone:
              "**Generated** (as published): greedy generation split on `||`, exact title match. **Likelihood** "
              "(ours, deterministic): the 30 titles ranked by their log-likelihood as the first answer item. Warm: "
              "the user and the item each have more than `warm_threshold` train records; cold: the others. "
-             f"Intervals: 95 % bootstrap over lists ({samples} resamples). Base spirit, ingredients and the merge "
+             f"Intervals: 95 % bootstrap over lists, one per user ({samples} resamples). Base spirit, ingredients and the merge "
              "are trained and selected on validation data only.", ""]
     gen_cols = [f"{m}@{k}" for m, k in GENERATED]
     lik_cols = [f"{m}@{k}" for k in ks for m in ("hr", "ndcg")]
@@ -107,8 +148,9 @@ def section(ws, domain: str, test: pl.DataFrame, ev: dict, reference: str | None
         return [], {}, None
     ks = tuple(int(k) for k in ev["ranking_k"])
     result = evaluate(df, test, ks, int(ev["bootstrap_samples"]), int(ev["seed"]))
+    compared = compare(df, test, int(ev["bootstrap_samples"]), int(ev["seed"]), int(ev["min_subset_rows"]))
     from models.data_prep import file_sha256
 
     return (markdown(result, ks, reference, backbone, int(ev["bootstrap_samples"])),
-            {"metrics": result},
+            {"metrics": result, "comparisons": compared},
             {"asset": "listwise_scores", "path": str(path), "sha256": file_sha256(path)})

@@ -37,7 +37,7 @@ import torch
 import torch.distributed as dist
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
-from models import data_prep, fingerprint, metrics
+from models import cards, data_prep, fingerprint, metrics
 from models.strict import Strict
 from models.progress import Progress
 from models.llm import LoadedLLM, load
@@ -103,6 +103,7 @@ class TrainResult:
     reused: bool = False  # the finished adapter of an identical run was returned without training
     fingerprint: str = ""
     valid_metric: str = "valid_auc"
+    untrained_valid: float | None = None  # the same validation before the first step (LoRA B = 0: the base LLM)
 
 
 def lr_at(step: int, c: TrainConfig) -> float:
@@ -315,13 +316,17 @@ def run_fingerprint(llm: LoadedLLM, c: TrainConfig, train_ids: Sequence[list[int
         "valid": fingerprint.data_digest(valid_ids, valid_labels), "code": fingerprint.code_digest(*code)})
 
 
+# the model card (models/cards.py) is written beside the weights after training: not part of what reuse checks
+CARD = ("README.md",)
+
+
 def finished_result(out_dir: Path, fp: str) -> TrainResult | None:
     """The result of a finished run with this fingerprint whose adapter is still intact, else None."""
     record = fingerprint.read_json(Path(out_dir) / FINISHED)
     if not record or record.get("fingerprint") != fp:
         return None
     adapter = Path(out_dir) / "adapter"
-    if not adapter.is_dir() or fingerprint.folder_digest(adapter) != record.get("adapter_digest"):
+    if not adapter.is_dir() or fingerprint.folder_digest(adapter, CARD) != record.get("adapter_digest"):
         return None
     return TrainResult(**{**record["result"], "steps_run": 0, "resumed_from": None, "reused": True, "fingerprint": fp})
 
@@ -395,6 +400,8 @@ def train(llm: LoadedLLM, train_prompts: Sequence[str] | Sequence[list[int]], tr
         resumed_from = state["step"]
         log(f"resumed from {ckpt} at step {state['step']} (same fingerprint {fp[:12]})")
     saved_step = state["step"] if resumed_from is not None else None
+    if resumed_from is None and rank == 0:  # what training has to beat (the untrained model's validation)
+        state["untrained"] = objective.validate(head, llm, valid_ids, valid_labels)
     labels_t = torch.tensor(np.asarray(train_labels))
     lengths = np.array([len(t) for t in train_ids])
     per_epoch = n // c.batch_size
@@ -448,6 +455,7 @@ def train(llm: LoadedLLM, train_prompts: Sequence[str] | Sequence[list[int]], tr
                     state.update(best=value, best_step=step, bad_evals=0)
                     tmp = data_prep.fresh_dir(out_dir / "adapter")  # swapped in whole: a crash keeps the last best
                     head.save_pretrained(tmp)
+                    cards.make_portable(tmp, cards.identity_of(llm))  # the base by name, not by this machine's path
                     data_prep.replace_dir(tmp, out_dir / "adapter")
                 else:
                     state["bad_evals"] += 1
@@ -465,10 +473,10 @@ def train(llm: LoadedLLM, train_prompts: Sequence[str] | Sequence[list[int]], tr
     rate = (state["tokens"] - tokens0) / max(1e-9, train_s)
     result = TrainResult(state["best"], state["best_step"], state["step"], stopped, rate, state["history"],
                          steps_run=state["step"] - step0, resumed_from=resumed_from, fingerprint=fp,
-                         valid_metric=objective.metric)
+                         valid_metric=objective.metric, untrained_valid=state.get("untrained"))
     if rank == 0:
         fingerprint.write_json(out_dir / FINISHED, {
-            "fingerprint": fp, "adapter_digest": fingerprint.folder_digest(out_dir / "adapter"),
+            "fingerprint": fp, "adapter_digest": fingerprint.folder_digest(out_dir / "adapter", CARD),
             "result": {k: v for k, v in asdict(result).items()
                        if k not in ("steps_run", "resumed_from", "reused", "fingerprint")}})
     return result

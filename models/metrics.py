@@ -7,10 +7,10 @@ vectorised rank formula (the Mann-Whitney statistic with tie-averaged ranks, whi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
-
 import numpy as np
 from sklearn.metrics import roc_auc_score
+
+from models import stats
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -105,16 +105,21 @@ def target_ranks(target_scores: np.ndarray, negative_scores: np.ndarray) -> np.n
     return (np.asarray(negative_scores, dtype=np.float64) >= t).sum(axis=1)
 
 
+def ranking_values(ranks: np.ndarray, metric: str, k: int) -> np.ndarray:
+    """Each list's HR@k (1 when the target is in the top k) or NDCG@k (one relevant item per list:
+    1/log2(rank + 2) when it is in the top k); the metrics are their means."""
+    r = np.asarray(ranks)
+    if metric == "hr":
+        return (r < k).astype(np.float64)
+    return np.where(r < k, 1.0 / np.log2(r + 2.0), 0.0)
+
+
 def hit_rate_at_k(ranks: np.ndarray, k: int) -> float:
-    return float(np.mean(np.asarray(ranks) < k)) if len(ranks) else float("nan")
+    return float(ranking_values(ranks, "hr", k).mean()) if len(ranks) else float("nan")
 
 
 def ndcg_at_k(ranks: np.ndarray, k: int) -> float:
-    """One relevant item per list, so NDCG@k = 1/log2(rank + 2) when it is in the top k."""
-    r = np.asarray(ranks)
-    if r.size == 0:
-        return float("nan")
-    return float(np.mean(np.where(r < k, 1.0 / np.log2(r + 2.0), 0.0)))
+    return float(ranking_values(ranks, "ndcg", k).mean()) if len(ranks) else float("nan")
 
 
 @dataclass(frozen=True)
@@ -128,48 +133,39 @@ class Estimate:
         return {"value": self.value, "ci_low": self.ci_low, "ci_high": self.ci_high, "n": self.n}
 
 
-def bootstrap(stat: Callable[[np.ndarray], float], n_units: int, samples: int = 1000, seed: int = 2023,
-              level: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of `stat(indices)` over resampled unit indices (rows or users)."""
-    if n_units == 0 or samples <= 0:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    values = np.array([stat(rng.integers(0, n_units, n_units)) for _ in range(samples)])
-    values = values[~np.isnan(values)]
-    if values.size == 0:
-        return float("nan"), float("nan")
-    alpha = (1 - level) / 2
-    return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))
-
-
-def auc_estimate(labels, scores, samples: int = 1000, seed: int = 2023) -> Estimate:
-    """AUC with a row-bootstrap interval."""
+def auc_estimate(users, labels, scores, samples: int = 1000, seed: int = 2023) -> Estimate:
+    """AUC over the rows with a user-level interval (users resampled, each with all its rows:
+    `models.stats`)."""
     y, s = np.asarray(labels), np.asarray(scores)
-    lo, hi = bootstrap(lambda idx: _fast_auc(y[idx], s[idx]), y.size, samples, seed)
+    lo, hi = stats.user_bootstrap(lambda idx, own: _fast_auc(y[idx], s[idx]), users, samples, seed)
     return Estimate(auc(y, s), lo, hi, int(y.size))
+
+
+def _per_user_estimate(per_user: np.ndarray, samples: int, seed: int) -> Estimate:
+    """The mean of one value per user, with users resampled."""
+    value = float(per_user.mean()) if per_user.size else float("nan")
+    lo, hi = stats.mean_bootstrap(per_user, np.arange(per_user.size), samples, seed)
+    return Estimate(value, lo, hi, int(per_user.size))
 
 
 def uauc_estimate(users, labels, scores, samples: int = 1000, seed: int = 2023) -> Estimate:
     """UAUC with a user-bootstrap interval (users are resampled, their AUCs averaged)."""
-    per_user, _ = per_user_auc(users, labels, scores)
-    value = float(per_user.mean()) if per_user.size else float("nan")
-    lo, hi = bootstrap(lambda idx: float(per_user[idx].mean()), per_user.size, samples, seed)
-    return Estimate(value, lo, hi, int(per_user.size))
+    return _per_user_estimate(per_user_auc(users, labels, scores)[0], samples, seed)
 
 
 def user_ndcg_estimate(users, labels, scores, samples: int = 1000, seed: int = 2023) -> Estimate:
     """CoLLM's NDCG with a user-bootstrap interval."""
-    per_user, _ = per_user_ndcg(users, labels, scores)
-    value = float(per_user.mean()) if per_user.size else float("nan")
-    lo, hi = bootstrap(lambda idx: float(per_user[idx].mean()), per_user.size, samples, seed)
-    return Estimate(value, lo, hi, int(per_user.size))
+    return _per_user_estimate(per_user_ndcg(users, labels, scores)[0], samples, seed)
 
 
-def ranking_estimate(ranks: np.ndarray, metric: str, k: int, samples: int = 1000, seed: int = 2023) -> Estimate:
-    fn = hit_rate_at_k if metric == "hr" else ndcg_at_k
-    r = np.asarray(ranks)
-    lo, hi = bootstrap(lambda idx: fn(r[idx], k), r.size, samples, seed)
-    return Estimate(fn(r, k), lo, hi, int(r.size))
+def ranking_estimate(ranks: np.ndarray, metric: str, k: int, samples: int = 1000, seed: int = 2023,
+                     users: np.ndarray | None = None) -> Estimate:
+    """HR@k or NDCG@k over ranked lists, with users resampled (each with all its lists; `users`
+    None: one list per user, as under leave-one-out)."""
+    values = ranking_values(ranks, metric, k)
+    owners = np.arange(values.size) if users is None else np.asarray(users)
+    lo, hi = stats.mean_bootstrap(values, owners, samples, seed)
+    return Estimate(float(values.mean()) if values.size else float("nan"), lo, hi, int(values.size))
 
 
 def _fast_auc(y: np.ndarray, s: np.ndarray) -> float:

@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from models import base_spirit, fingerprint, listwise, llm as llm_mod, lora_train, merge
+from models import base_spirit, cards, fingerprint, listwise, llm as llm_mod, lora_train, merge
 from models.adapters import load_base
 from models.cocktail import MergePlan, cocktail_dir, dense_model, fixed_weights
 from models.config import DomainConfig, ProjectConfig
@@ -90,11 +90,21 @@ def train_adapter(ws: Workspace, cfg: ProjectConfig, domains: list[str], kind: s
         md = base_spirit.overlap_metadata(record["overlap"], log)
     (out / "training.json").write_text(json.dumps(record, indent=2, default=str))
     adapter = out / "adapter"
+    cards.write_adapter_card(
+        adapter, title=f"listwise {kind.replace('_', ' ')} LoRA ({', '.join(domains)})",
+        what=("RecCocktail's base spirit as published: one LoRA on the listwise prompts of the general domains."
+              if kind == "base_spirit" else "RecCocktail's ingredient as published: a LoRA on the domain's listwise "
+              "prompts (next-item selection among 30 candidates)."),
+        identity=cards.identity_of(llm), domains=list(domains), cfg=cfg,
+        rows={"train lists": len(train_e), "valid lists": len(valid_e)}, settings=c.model_dump(mode="json"),
+        validation={"best validation loss (answer tokens)": round(result.best_valid, 4), "at step": result.best_step,
+                    "steps run": result.steps, "untrained LLM's validation loss": result.untrained_valid})
     return {**md, "domains": ", ".join(domains), "train_lists": len(train_e), "valid_lists": len(valid_e),
             "rows_dropped_as_target_users": dropped, "model": str(llm.path),
             "steps": result.steps, "steps_run": result.steps_run, "resumed_from_step": result.resumed_from,
             "reused_finished_adapter": result.reused, "stopped": result.stopped,
             "best_valid_loss": round(result.best_valid, 4), "best_step": result.best_step,
+            "untrained_valid_loss": None if result.untrained_valid is None else round(result.untrained_valid, 4),
             "tokens_per_s": round(result.tokens_per_s, 1), "loss_history": result.history,
             "train_settings": c.model_dump(mode="json"), "valid_loss_plot": curve, "adapter": adapter,
             "adapter_sha256": fingerprint.folder_digest(adapter)}

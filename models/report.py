@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from models import comparisons as comparisons_mod
 from models import metrics
 
 SUBSETS = ("all", "warm", "cold")
@@ -140,7 +141,8 @@ def evaluate(test: pl.DataFrame, methods: list[MethodScores], ks: tuple[int, ...
         for subset, mask in masks.items():
             sel = mask & scored
             res = {
-                "auc": metrics.auc_estimate(labels[sel], m.pointwise[sel], bootstrap_samples, seed).as_dict(),
+                "auc": metrics.auc_estimate(users[sel], labels[sel], m.pointwise[sel], bootstrap_samples,
+                                            seed).as_dict(),
                 "uauc": metrics.uauc_estimate(users[sel], labels[sel], m.pointwise[sel],
                                               bootstrap_samples, seed).as_dict(),
                 "user_ndcg": metrics.user_ndcg_estimate(users[sel], labels[sel], m.pointwise[sel],
@@ -150,8 +152,9 @@ def evaluate(test: pl.DataFrame, methods: list[MethodScores], ks: tuple[int, ...
                 ranked = mask & (labels == 1) & ~np.isnan(m.ranking).any(axis=1)
                 r = metrics.target_ranks(m.ranking[ranked, 0], m.ranking[ranked, 1:])
                 for k in ks:
-                    res[f"hr@{k}"] = metrics.ranking_estimate(r, "hr", k, bootstrap_samples, seed).as_dict()
-                    res[f"ndcg@{k}"] = metrics.ranking_estimate(r, "ndcg", k, bootstrap_samples, seed).as_dict()
+                    for name in ("hr", "ndcg"):
+                        res[f"{name}@{k}"] = metrics.ranking_estimate(r, name, k, bootstrap_samples, seed,
+                                                                      users=users[ranked]).as_dict()
             if mask.sum() < min_subset_rows:
                 why = f"only {int(mask.sum())} {subset} test rows (evaluation.min_subset_rows = {min_subset_rows})"
                 for est in res.values():
@@ -303,8 +306,10 @@ def _metric_tables(result: dict, settings: dict[str, Any], level: str = "##") ->
 
 def markdown(domain: str, test: pl.DataFrame, result: dict, settings: dict[str, Any],
              lineage: list[dict[str, Any]], reference: str | None = None,
-             plots: dict[str, str] | None = None, same_rows: tuple[dict, int] | None = None) -> str:
-    """The report. `same_rows` = (result, rows): every method again on the rows all of them scored."""
+             plots: dict[str, str] | None = None, same_rows: tuple[dict, int] | None = None,
+             tested: list[str] | None = None) -> str:
+    """The report. `same_rows` = (result, rows): every method again on the rows all of them scored;
+    `tested`: the Claims and Paired comparisons sections (models/comparisons.py)."""
     masks = subset_masks(test)
     lines = [
         f"# Evaluation report: `{domain}`",
@@ -312,8 +317,9 @@ def markdown(domain: str, test: pl.DataFrame, result: dict, settings: dict[str, 
         f"Test rows: {test.height:,} (positive rate {test['label'].mean():.3f}); "
         f"warm {int(masks['warm'].sum()):,}; cold {int(masks['cold'].sum()):,}. "
         f"Warm: the user and the item each have more than {settings.get('warm_threshold', 3)} train records. "
-        "Cold: the user or the item never appears in train. Intervals are 95 % bootstrap percentiles "
-        f"({settings.get('bootstrap_samples')} resamples; rows for AUC and ranking metrics, users for UAUC).",
+        "Cold: the user or the item never appears in train. Intervals are 95 % user-level bootstrap "
+        f"percentiles ({settings.get('bootstrap_samples')} resamples): users are resampled, each with all its "
+        "rows (or lists), since a user's rows are not independent draws.",
         "",
     ]
     if same_rows is not None:
@@ -326,9 +332,10 @@ def markdown(domain: str, test: pl.DataFrame, result: dict, settings: dict[str, 
         lines += [f"## Same rows: every method on the {same_rows[1]:,} test rows (and the candidate lists) "
                   "that all of them scored", ""]
         lines += _metric_tables(same_rows[0], settings, level="###")
+    lines += tested or []
     if reference and reference in PUBLISHED:
         num = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
-        lines += ["## Published numbers for this protocol (test, all rows)", "",
+        lines += ["## Published numbers for this protocol (the papers' test sets, all their rows)", "",
                   "| method | backbone | AUC | UAUC | NDCG |", "|---|---|---|---|---|"]
         lines += [f"| {m} | {b} | {num(a)} | {num(u)} | {num(n)} |" for m, b, a, u, n in PUBLISHED[reference]]
         backbone = settings.get("llm") or "?"
@@ -353,13 +360,15 @@ def markdown(domain: str, test: pl.DataFrame, result: dict, settings: dict[str, 
             lines += ours(same_rows[0])
         lines.append("")
     if plots:
-        lines += ["## Plots", ""] + [f"- {name}: `{path}`" for name, path in plots.items()] + [""]
+        lines += ["## Plots", ""] + [f"![{name}]({Path(path).name})" for name, path in plots.items()] + [""]
     lines += [
         "## How to read this",
         "",
         "- AUC ranks all test rows against each other; UAUC averages each user's own AUC (users with "
         "one row or one label class are skipped), so it rewards personalisation, not popularity.",
-        "- Compare methods on the same subset; intervals that overlap are not a clear difference.",
+        "- Whether one method beats another is answered by \"Paired comparisons\" (the difference on the rows "
+        "both scored, its paired interval and p-value), not by comparing two marginal intervals; \"Claims\" reads "
+        "the papers' claims from those comparisons.",
         "- A CF model gives every cold user or item a zero vector, so its cold-row scores carry "
         "no collaborative signal: that is where LLM methods are expected to help.",
         "",
@@ -377,6 +386,33 @@ def markdown(domain: str, test: pl.DataFrame, result: dict, settings: dict[str, 
     lines += [f"| {x.get('asset')} | {x.get('data_version', '')} | `{x.get('path', '')}` | "
               f"{str(x.get('sha256', ''))[:16]} |" for x in lineage]
     return "\n".join(lines) + "\n"
+
+
+def plot_forest(compared: list[dict], path: Path, metric: str = "auc") -> Path | None:
+    """The paired differences of one metric on all rows (a − b with its 95 % interval), one line per
+    pair: a forest plot (warm and cold are in the report's table). None when there is nothing to draw."""
+    rows = [c for c in compared if c["metric"] == metric and c["subset"] == "all" and not c.get("not_applicable")
+            and c.get("ci_low") is not None and not math.isnan(c["ci_low"])]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9.0, 1.2 + 0.22 * len(rows)))
+    for y, c in enumerate(reversed(rows)):
+        ax.errorbar(c["difference"], y, xerr=[[c["difference"] - c["ci_low"]], [c["ci_high"] - c["difference"]]],
+                    fmt="o", color="tab:red" if c["ci_high"] < 0 else "tab:green" if c["ci_low"] > 0 else "tab:grey",
+                    ms=3, capsize=2)
+    ax.set_yticks(range(len(rows)), [f"{c['a']} − {c['b']}" for c in reversed(rows)], fontsize=6)
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set_xlabel(f"{METRIC_LABELS.get(metric, metric)} difference, 95 % paired user-level interval")
+    ax.set_title("Paired differences on all rows both methods scored", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def plot_curve(values: list[float] | dict[str, list[float]], xlabel: str, ylabel: str, title: str,
@@ -422,30 +458,60 @@ def plot_heatmap(matrix: np.ndarray, rows: list[str], cols: list[str], title: st
     return path
 
 
+SUMMARY_COLUMNS = (("auc", "all"), ("auc", "warm"), ("auc", "cold"), ("uauc", "all"), ("uauc", "warm"),
+                   ("uauc", "cold"), ("user_ndcg", "all"), ("ndcg@3", "all"))
+
+
 def summary_markdown(reports: dict[str, dict]) -> tuple[str, list[dict]]:
-    """A cross-domain table (one row per domain and method) from each domain's metrics.json."""
+    """A cross-domain table (one row per domain and method) from each domain's metrics.json: where
+    the methods of a domain scored different rows (the LLM stages score a sample), every method on
+    the rows all of them scored (the report's "same rows"), else on all test rows; each cell with
+    its user-level interval, each domain's row set named."""
     table = []
     for domain, rep in reports.items():
-        for method, subsets in rep["metrics"].items():
-            row = {"domain": domain, "method": method, "test_rows": rep.get("test_rows")}
-            for s in SUBSETS:
-                for k in ("auc", "uauc", "user_ndcg", "ndcg@3"):
-                    est = subsets.get(s, {}).get(k)
-                    row[f"{k}_{s}"] = None if est is None or est.get("not_applicable") else est["value"]
+        same = rep.get("same_rows")
+        source = same["metrics"] if same else rep["metrics"]
+        rows = (f"{same['rows']:,} rows every method scored" if same else f"all {rep.get('test_rows') or 0:,} test rows")
+        for method, subsets in source.items():
+            row = {"domain": domain, "method": method, "rows": rows, "test_rows": rep.get("test_rows")}
+            for k, s in SUMMARY_COLUMNS:
+                est = subsets.get(s, {}).get(k)
+                ok = est is not None and not est.get("not_applicable")
+                row[f"{k}_{s}"] = est["value"] if ok else None
+                row[f"{k}_{s}_ci"] = (est["ci_low"], est["ci_high"]) if ok else None
             table.append(row)
 
-    def f(v):
-        return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
+    def f(r, key):
+        v, ci = r[key], r[f"{key}_ci"]
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "n/a"
+        if ci is None or ci[0] is None or math.isnan(ci[0]):
+            return f"{v:.4f}"
+        return f"{v:.4f} [{ci[0]:.3f}, {ci[1]:.3f}]"
 
-    lines = ["# Evaluation summary", "", f"{len(reports)} domain(s). Values on the test split; the "
-             "per-domain reports hold intervals, ranking metrics, plots and lineage.", "",
-             "| domain | method | AUC all | AUC warm | AUC cold | UAUC all | UAUC warm | UAUC cold | NDCG all | "
-             "NDCG@3 all |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["# Evaluation summary", "", f"{len(reports)} domain(s). Test-split values with 95 % user-level bootstrap "
+             "intervals. Within a domain every method is on the same rows (the `rows` column): where the LLM stages "
+             "scored a sample, all methods are on that sample, so a CF model's number here can differ from its "
+             "all-rows number in the domain's report. Which differences are significant: each domain's report, "
+             "\"Paired comparisons\" and \"Claims\".", "",
+             "| domain | method | rows | " + " | ".join(f"{METRIC_LABELS.get(k, k.upper())} {s}" for k, s in SUMMARY_COLUMNS)
+             + " |", "|---|---|---|" + "---|" * len(SUMMARY_COLUMNS)]
     for r in table:
-        lines.append(f"| {r['domain']} | {r['method']} | {f(r['auc_all'])} | {f(r['auc_warm'])} | "
-                     f"{f(r['auc_cold'])} | {f(r['uauc_all'])} | {f(r['uauc_warm'])} | {f(r['uauc_cold'])} | "
-                     f"{f(r['user_ndcg_all'])} | {f(r['ndcg@3_all'])} |")
+        lines.append(f"| {r['domain']} | {r['method']} | {r['rows']} | "
+                     + " | ".join(f(r, f"{k}_{s}") for k, s in SUMMARY_COLUMNS) + " |")
+    claimed = [(d, c) for d, rep in reports.items() for c in rep.get("claims", [])]
+    lines += ["", "## Claims", ""]
+    if claimed:
+        lines += ["The papers' claims each domain's methods can test (verdicts from the paired user-level interval of "
+                  "the difference on the rows both methods scored; each domain's report has the details).", "",
+                  "| domain | claim | verdict | difference [95 % CI] | p | users / rows |", "|---|---|---|---|---|---|"]
+        num = comparisons_mod.num
+        for d, c in claimed:
+            lines.append(f"| {d} | {c['claim']} | **{c['verdict']}** | {num(c.get('difference'), '{:+.4f}')} "
+                         f"[{num(c.get('ci_low'), '{:+.3f}')}, {num(c.get('ci_high'), '{:+.3f}')}] | "
+                         f"{num(c.get('p'), '{:.3f}')} | {c.get('n_users')} / {c.get('n_rows')} |")
+    else:
+        lines.append("No domain has the methods a claim of the papers needs (the LLM stages have not run).")
     return "\n".join(lines) + "\n", table
 
 
@@ -462,7 +528,7 @@ def plot_summary(table: list[dict], path: Path) -> Path:
     for r in table:
         v = r["auc_all"]
         grid[methods.index(r["method"]), domains.index(r["domain"])] = np.nan if v is None else v
-    fig, ax = plt.subplots(figsize=(1.2 * len(domains) + 3, 0.5 * len(methods) + 2))
+    fig, ax = plt.subplots(figsize=(max(6.5, 1.2 * len(domains) + 3), 0.5 * len(methods) + 2))
     im = ax.imshow(grid, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(domains)), domains, rotation=30, ha="right")
     ax.set_yticks(range(len(methods)), methods)
@@ -470,8 +536,8 @@ def plot_summary(table: list[dict], path: Path) -> Path:
         for j in range(len(domains)):
             if not np.isnan(grid[i, j]):
                 ax.text(j, i, f"{grid[i, j]:.3f}", ha="center", va="center", color="white", fontsize=8)
-    fig.colorbar(im, ax=ax, label="test AUC (all rows)")
-    ax.set_title("AUC by domain and method")
+    fig.colorbar(im, ax=ax, label="test AUC")
+    ax.set_title("AUC by domain and method\n(within a domain: the rows all its methods scored)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -573,15 +639,25 @@ def write_report(out: Path, domain: str, test: pl.DataFrame, methods: list[Metho
     result = evaluate_(methods)
     common = on_common_rows(methods)
     same_rows = None if common is None else (evaluate_(common[0]), common[1])
+    compared = comparisons_mod.compare(test, methods, comparisons_mod.pairs(methods),
+                                       ks=tuple(int(k) for k in ev["ranking_k"]), samples=int(ev["bootstrap_samples"]),
+                                       seed=int(ev["seed"]), min_rows=int(ev["min_subset_rows"]),
+                                       one_row_per_user=one_row_per_user)
+    compared += (extra or {}).get("listwise", {}).get("comparisons", [])  # RecCocktail's listwise table's
+    claimed = comparisons_mod.claims(compared)
     plots = {"roc": str(plot_roc(test, methods, out / "roc.png")),
              "metrics": str(plot_metrics(result, out / "metrics.png"))}
-    text = markdown(domain, test, result, settings, lineage, reference, plots, same_rows)
+    forest = plot_forest(compared, out / "paired_auc.png")
+    if forest is not None:
+        plots["paired_auc"] = str(forest)
+    text = markdown(domain, test, result, settings, lineage, reference, plots, same_rows,
+                    comparisons_mod.markdown(compared, claimed, int(ev["bootstrap_samples"])))
     if sections:
         head, sep, tail = text.partition("## How to read this")
         text = head + "\n".join(sections) + "\n" + sep + tail
     (out / "report.md").write_text(text)
     payload = {"domain": domain, "metrics": result, "settings": settings, "lineage": lineage, "test_rows": test.height,
-               **(extra or {})}
+               "comparisons": compared, "claims": claimed, **(extra or {})}
     if same_rows is not None:
         payload["same_rows"] = {"rows": same_rows[1], "metrics": same_rows[0]}
     (out / "metrics.json").write_text(json.dumps(payload, indent=2, default=str))

@@ -18,7 +18,7 @@ from models.profiles import get_profile
 from models.prompts import PromptBuilder
 from models.workspace import Workspace
 from orchestration.definitions import build_definitions
-from orchestration.jobs import evaluate_domain
+from orchestration.jobs import evaluate_domain, summarize
 from test_report import add_general_domain, prepare_llm_fixture, write_fixture
 
 TEXT, IDS = PromptBuilder(noun="movie"), PromptBuilder(noun="movie", with_ids=True)
@@ -195,3 +195,35 @@ def test_known_means_trained_for_every_cf_source(model_path):
         _, used = collm.encode_rows(head, loaded.tokenizer, [("u7", "i3", [], 600), ("u0", "i4", ["i0"], 602),
                                                              ("u8", "i3", [], 601)], titles, TEXT, IDS)
         assert used.tolist() == [name in ("mf", "lightgcn"), True, False], name
+
+
+def test_the_report_tests_each_claim_and_its_verdict_follows_the_interval(every_variant):
+    """The smoke run's report: the paired comparisons a reader asks (CoLLM-X against TALLRec and X, the
+    cocktail against each merge baseline, every trained model against the untrained LLM), user-level
+    intervals, and each claim's verdict read from its interval (models/comparisons.py)."""
+    settings, _ = every_variant
+    reports = settings.data_dir / "reports"
+    payload = json.loads((reports / "shop" / "metrics.json").read_text())
+    pairs = {(c["a"], c["b"]) for c in payload["comparisons"]}
+    assert {("collm_mf", "ingredient_tallrec"), ("collm_mf", "mf"), ("collm_sasrec_t3", "sasrec"),
+            ("reccocktail", "ingredient_tallrec"), ("reccocktail", "base_spirit"), ("reccocktail", "ties"),
+            ("ingredient_tallrec", "llm_untrained"), ("collm_mf_t2", "llm_untrained")} <= pairs
+    for c in payload["comparisons"]:
+        assert c["subset"] in ("all", "warm", "cold")
+        if not c.get("not_applicable"):
+            assert c["ci_low"] <= c["difference"] <= c["ci_high"] or c["ci_low"] == c["ci_high"], c
+            assert 0 < c["p"] <= 1
+    assert payload["claims"], "the smoke report has the methods of several claims"
+    for c in payload["claims"]:
+        expected = ("not testable" if c.get("not_applicable") else "reproduced" if c["ci_low"] > 0
+                    else "contradicted" if c["ci_high"] < 0 else "inconclusive")
+        assert c["verdict"] == expected, c
+    text = (reports / "shop" / "report.md").read_text()
+    assert "## Claims" in text and "## Paired comparisons" in text and "user-level" in text
+    assert "![roc](roc.png)" in text  # the plots are linked, so report.md shows them outside the UI too
+    defs = build_definitions(Settings(settings.data_dir, settings.config_path, "variants"))
+    assert summarize(defs, dg.DagsterInstance.ephemeral()).success
+    summary = (reports / "summary.md").read_text()
+    # same rows within the domain (the LLM sample), each cell with its interval, and the claims
+    assert "## Claims" in summary and "rows every method scored" in summary
+    assert any(line.startswith("| shop | collm_mf |") and "[" in line for line in summary.splitlines())

@@ -52,7 +52,7 @@ def test_asset_graph_snapshot(tmp_path):
     assert got == EXPECTED_ASSETS
     checks = {k.name for k in graph.asset_check_keys}
     assert checks == {"quarantine_share_within_limit", "split_trainable", "report_complete", "metric_floors",
-                      "no_regression"}
+                      "no_regression", "beats_untrained"}
     assert {s.name for s in defs.sensors} == {"landing", "domain_refresh", "cheap_automation", "llm_automation",
                                             "dead_run_reaper"}
     assert {j.name for j in defs.jobs} >= {"ingest_dataset", "ingest_landing", "prepare_domain", "evaluate_domain", "train_base_spirit",

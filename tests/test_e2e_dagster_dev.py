@@ -1,7 +1,9 @@
 """End to end with the real services: `dagster dev` (webserver and daemon) on 127.0.0.1, a run
 launched through the GraphQL API, a file dropped in the landing folder that the sensor ingests,
-the domain refresh and the eager automation that follow it, and the evaluation-report asset page
-rendered by headless Chromium into a screenshot (tests/artifacts/evaluation_report.png)."""
+the domain refresh and the eager automation that follow it, and the evaluation-report and summary
+asset pages rendered by headless Chromium into screenshots (tests/artifacts/evaluation_report.png,
+evaluation_report_markdown.png with the report's Markdown opened and its ROC plot in view,
+evaluation_summary_markdown.png)."""
 
 import json
 import os
@@ -46,13 +48,14 @@ class Dagster:
         assert "errors" not in body, body
         return body["data"]
 
-    def launch(self, job: str, partition: str) -> str:
+    def launch(self, job: str, partition: str | None = None) -> str:
         data = self.gql("""mutation($p: ExecutionParams!) { launchRun(executionParams: $p) {
             __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
             ... on RunConfigValidationInvalid { errors { message } } } }""",
                         {"p": {"selector": {"repositoryLocationName": "llmrec", "repositoryName": "__repository__",
                                             "jobName": job},
-                               "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition}]}}})
+                               "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition}]
+                                                     if partition else []}}})
         assert data["launchRun"]["__typename"] == "LaunchRunSuccess", data
         return data["launchRun"]["run"]["runId"]
 
@@ -158,6 +161,83 @@ def test_ui_graphql_sensor_automation_and_report_page(dagster_dev):
                         "--window-size=1600,1200", f"--screenshot={shot}", url], capture_output=True, timeout=180)
         assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
     finally:
+        shutil.rmtree(profile, ignore_errors=True)
+    # 4. the report's Markdown opened on the asset page draws its plots (ROC, metrics, paired forest)
+    assert _markdown_screenshot(url, "report", "roc", ARTIFACTS / "evaluation_report_markdown.png") >= 2
+    # 5. the cross-domain summary, materialized through the GraphQL API, with its heat map drawn
+    client.launch("summarize")
+    client.wait_for("summarize")
+    assert _markdown_screenshot(f"{client.url}/assets/evaluation_summary", "summary", "summary",
+                                ARTIFACTS / "evaluation_summary_markdown.png") >= 1
+
+
+def _markdown_screenshot(url: str, key: str, image_alt: str, shot: Path) -> int:
+    """Open an asset page in headless Chromium driven over the DevTools protocol, click the
+    `[Show Markdown]` of metadata entry `key`, scroll the image whose alt text is `image_alt` into view
+    and save a screenshot. Returns how many inline PNG images the opened Markdown rendered (loaded,
+    with a width)."""
+    import websocket
+
+    port = _free_port()
+    profile = tempfile.mkdtemp(prefix="chromium-cdp-")
+    proc = subprocess.Popen([_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--remote-debugging-port={port}",
+                             "--window-size=1600,1200", "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=5) as r:
+                    pages = [t for t in json.loads(r.read()) if t["type"] == "page"]
+                if pages:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "Chromium's DevTools endpoint did not come up"
+            time.sleep(0.5)
+        ws = websocket.create_connection(pages[0]["webSocketDebuggerUrl"], timeout=60)
+        ids = iter(range(1, 10_000))
+
+        def call(method: str, **params):
+            n = next(ids)
+            ws.send(json.dumps({"id": n, "method": method, "params": params}))
+            while True:
+                msg = json.loads(ws.recv())
+                if msg.get("id") == n:
+                    return msg.get("result", {})
+
+        def js(expr: str):
+            return call("Runtime.evaluate", expression=expr, returnByValue=True, awaitPromise=True).get(
+                "result", {}).get("value")
+
+        def until(expr: str, what: str, timeout: float = 90):
+            end = time.monotonic() + timeout
+            while not js(expr):
+                assert time.monotonic() < end, f"{what} within {timeout:.0f} s on {url}"
+                time.sleep(1)
+
+        call("Page.enable")
+        call("Page.navigate", url=url)
+        # the metadata table's row of `key`, and its "[Show Markdown]" link
+        row_link = (f"Array.from(document.querySelectorAll('tr')).filter(tr => tr.innerText.trim().startsWith({key!r}))"
+                    ".map(tr => Array.from(tr.querySelectorAll('*')).find(e => e.children.length === 0 && "
+                    "e.innerText && e.innerText.includes('Show Markdown'))).find(Boolean)")
+        until(f"!!({row_link})", f"the metadata entry {key!r} with its [Show Markdown] link")
+        js(f"({row_link}).click()")
+        images = ("Array.from(document.images).filter(i => i.src.startsWith('data:image/png') && i.complete && "
+                  "i.naturalWidth > 0)")
+        until(f"{images}.length > 0", "an inline PNG in the opened Markdown")
+        js(f"({images}.find(i => i.alt === {image_alt!r}) || {images}[0]).scrollIntoView({{block: 'center'}})")
+        time.sleep(1)
+        shot.write_bytes(__import__("base64").b64decode(call("Page.captureScreenshot", format="png")["data"]))
+        count = js(f"{images}.length")
+        ws.close()
+        return int(count)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
         shutil.rmtree(profile, ignore_errors=True)
 
 

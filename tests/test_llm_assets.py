@@ -3,10 +3,12 @@ report's LLM rows."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import dagster as dg
+import torch
 import yaml
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
@@ -34,6 +36,13 @@ def test_llm_rows_join_the_report(tmp_path):
     assert len(md["loss_and_auc"]) == 2
     result = evaluate_domain(defs, "shop", instance, with_llm=True)
     assert result.success
+    # the WARN gate: each adapter and the cocktail against the untrained LLM on validation, by how much
+    checks = {(e.asset_key.to_user_string(), e.check_name): e
+              for e in [*base.get_asset_check_evaluations(), *result.get_asset_check_evaluations()]}
+    for asset in ("base_spirit_lora", "ingredient_lora", "cocktail_model"):
+        ev = checks[(asset, "beats_untrained")]
+        assert ev.severity == dg.AssetCheckSeverity.WARN and "against the untrained LLM's" in ev.description, asset
+        assert "in its favour" in ev.description and "not measured" not in ev.description, ev.description
     payload = json.loads((settings.data_dir / "reports" / "shop" / "metrics.json").read_text())
     llm_methods = ("llm_untrained", "base_spirit", "ingredient_tallrec", "reccocktail", "equal_weights",
                    "task_arithmetic", "ties", "dare", "collm_mf", "collm_mf_cocktail")
@@ -47,13 +56,31 @@ def test_llm_rows_join_the_report(tmp_path):
         "base_spirit"]["users"]
     text = (settings.data_dir / "reports" / "shop" / "report.md").read_text()
     assert "## Our pointwise adaptation of RecCocktail" in text and "`reccocktail`" in text
+    # the adapter is portable: its config names the base by name, not by this machine's path, its card
+    # says what it is; copied elsewhere, PEFT loads it onto the base and it scores as the original
     adapter = settings.data_dir / "adapters" / "ingredient" / "shop" / "adapter"
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(settings.data_dir / "models" / "tiny-llama-smoke"), adapter)
+    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == "tiny-llama-smoke"
+    card = (adapter / "README.md").read_text()
+    assert card.startswith("---\nbase_model: tiny-llama-smoke\nlibrary_name: peft\n")
+    for part in ("## Training data", "terms not stated in the config", "train prompts: 200", "## Settings",
+                 "best validation AUC:", "## How to load", "PeftModel.from_pretrained"):
+        assert part in card, part
+    moved = tmp_path / "elsewhere" / "ingredient_shop"
+    shutil.copytree(adapter, moved)
+    base_dir = settings.data_dir / "models" / "tiny-llama-smoke"
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), moved).eval()
+    original = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), adapter).eval()
     assert any("lora_B" in n for n, _ in model.named_parameters())
+    ids = torch.tensor([[1, 5, 9, 42, 7]])
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, original(ids).logits)
+        assert not torch.equal(model(ids).logits, AutoModelForCausalLM.from_pretrained(base_dir)(ids).logits)
 
     # the cocktail: a dense model plain transformers loads, its weights, plots and selection record
     cocktail = settings.data_dir / "models" / "cocktail" / "shop"
     dense = AutoModelForCausalLM.from_pretrained(cocktail / "model")
+    card = (cocktail / "model" / "README.md").read_text()
+    assert "library_name: transformers" in card and "## Adapters folded in" in card and "not the paper's" in card
     assert not any("lora" in n for n, _ in dense.named_parameters())
     (ev,) = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "cocktail_model"]
     cmd = {k: v.value for k, v in ev.materialization.metadata.items()}
@@ -104,3 +131,19 @@ def test_a_backfill_of_several_domains_is_one_run(tmp_path):
         assert md["domains"].value == "shop, shop2" and md["shop2/steps"].value == 10
     for d in ("shop", "shop2"):
         assert (settings.data_dir / "adapters" / "ingredient" / d / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_the_untrained_gate_warns_and_says_by_how_much():
+    from assets._metadata import beats_untrained
+
+    ok = beats_untrained("ingredient_lora", {"best_valid_auc": 0.71, "untrained_valid_auc": 0.52},
+                         "best_valid_auc", "untrained_valid_auc")
+    assert ok.passed and "+0.1900 in its favour" in ok.description
+    two = beats_untrained("ingredient_lora", {"a/best_valid_auc": 0.5, "a/untrained_valid_auc": 0.55,
+                                              "b/best_valid_auc": 0.6, "b/untrained_valid_auc": 0.5},
+                          "best_valid_auc", "untrained_valid_auc")
+    assert not two.passed and two.severity == dg.AssetCheckSeverity.WARN
+    assert two.description.startswith("no better than the untrained LLM on validation: a;") and "-0.0500" in two.description
+    loss = beats_untrained("listwise_ingredient", {"best_valid_loss": 1.2, "untrained_valid_loss": 2.0},
+                           "best_valid_loss", "untrained_valid_loss", higher_is_better=False)
+    assert loss.passed and "+0.8000 in its favour" in loss.description

@@ -74,6 +74,14 @@ def test_listwise_reccocktail_end_to_end(tmp_path):
             assert 0 <= subsets["all"]["generated_hr@1"]["value"] <= 1
         assert payload["base_spirit_overlap"]["listwise_base_spirit"]["rows"] == 0
         assert payload["base_spirit_overlap"]["listwise_base_spirit"]["users"] == 0
+        # the listwise table's paired comparisons and the paper's claims read from them
+        pairs = {(c["a"], c["b"]) for c in payload["comparisons"] if c["a"].startswith("listwise/")}
+        assert {("listwise/reccocktail", f"listwise/{b}") for b in ("ingredient_tallrec", "base_spirit", "ties",
+                                                                      "dare")} <= pairs
+        assert ("listwise/ingredient_tallrec", "listwise/llm_untrained") in pairs
+        claims = {c["claim"]: c for c in payload["claims"]}
+        warm = claims["RecCocktail >= ingredient on warm lists (generated NDCG@1, as published)"]
+        assert warm["verdict"] in ("reproduced", "contradicted", "inconclusive", "not testable")
         text = (settings.data_dir / "reports" / domain / "report.md").read_text()
         assert "RecCocktail as published" in text and "The base spirits' training data against this domain" in text
         assert "Warning" not in text

@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 import yaml
 
+from assets._metadata import embed_images
 from models import metrics, report
 from models.config import Settings
 from orchestration.definitions import build_definitions
@@ -108,7 +109,9 @@ def test_report_files_exist_and_agree(evaluated):
     payload = json.loads((out / "metrics.json").read_text())
     md = (out / "report.md").read_text()
     meta = _report_metadata(result)
-    assert meta["report"] == md
+    # the asset page's Markdown is report.md with its plots inlined, so the UI draws them
+    assert meta["report"] == embed_images(md, out) and "](data:image/png;base64," in meta["report"]
+    assert "![roc](roc.png)" in md
     assert set(payload["metrics"]) == {"popularity", "als", "bpr", "mf", "lightgcn", "sasrec"}
     for method, subsets in payload["metrics"].items():
         assert set(subsets) == {"all", "warm", "cold"}
@@ -248,4 +251,5 @@ def test_the_summary_shows_not_applicable_metrics_as_na():
                                                "cold": {"auc": est, "uauc": few}}}}
     text, table = report.summary_markdown({"movies": rep})
     assert table[0]["auc_all"] == 0.7 and table[0]["auc_warm"] is None and table[0]["uauc_cold"] is None
-    assert "| movies | mf | 0.7000 | n/a | 0.7000 | 0.7000 | 0.7000 | n/a | n/a |" in text
+    assert ("| movies | mf | all 100 test rows | 0.7000 [0.600, 0.800] | n/a | 0.7000 [0.600, 0.800] | "
+            "0.7000 [0.600, 0.800] | 0.7000 [0.600, 0.800] | n/a | n/a | n/a |") in text
