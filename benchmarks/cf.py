@@ -125,7 +125,7 @@ def main() -> None:
     te = data.parts["test"]
     for kind in ("als", "bpr"):
         t0 = time.perf_counter()
-        model = cf.train_implicit(data, kind, seed=int(c.get("seed", 2023)), **(c.get(kind) or {}))
+        model = cf.train_model(kind, data, c.get(kind), seed=int(c.get("seed", 2023)))
         s = time.perf_counter() - t0
         print(f"{kind}: trained in {s:.2f} s (fit {model.info['fit_s']:.2f} s); test AUC "
               f"{metrics.auc(te['label'], model.score(te['user'], te['item'])):.4f}")

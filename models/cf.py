@@ -240,6 +240,9 @@ class Params(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    enabled: bool = Field(True, description="train it; false leaves it out of the domain's CF baselines and CIE "
+                                            "sources (e.g. a model too slow for a big domain on a CPU)")
+
 
 class PopularityParams(Params):
     """Popularity has no hyper-parameters: each item's number of positive train interactions."""
@@ -545,9 +548,9 @@ CF_MODELS: dict[str, CFSpec] = {s.name: s for s in (
     CFSpec("popularity", "each item's positive train count (non-personalised)", PopularityParams,
            lambda data, p, seed, log: train_popularity(data)),
     CFSpec("als", "implicit's AlternatingLeastSquares on the positive train rows", ALSParams,
-           lambda data, p, seed, log: train_implicit(data, "als", seed=seed, **p.model_dump())),
+           lambda data, p, seed, log: train_implicit(data, "als", seed=seed, **p.model_dump(exclude={"enabled"}))),
     CFSpec("bpr", "implicit's BayesianPersonalizedRanking on the positive train rows", BPRParams,
-           lambda data, p, seed, log: train_implicit(data, "bpr", seed=seed, **p.model_dump())),
+           lambda data, p, seed, log: train_implicit(data, "bpr", seed=seed, **p.model_dump(exclude={"enabled"}))),
     CFSpec("mf", "CoLLM's matrix factorisation, BCE on every labelled train row", MFParams,
            lambda data, p, seed, log: train_mf_bce(data, MFConfig(**p.model_dump(), seed=seed), log=log)),
     CFSpec("lightgcn", "LightGCN over the positive train edges, BCE on every labelled train row", LightGCNParams,
@@ -579,8 +582,15 @@ def fit_domain(ws, domain: str, settings: dict, log: Callable[[str], None] | Non
     cand_idx = np.array([[index[i] for i in row] for row in cands["candidates"]], dtype=np.int64)
     valid = data.parts["valid"]
     rows, md, artifacts = [], {}, {}
-    for name in CF_MODELS:
-        model = train_model(name, data, settings.get(name), seed=seed, log=log)
+    for name, spec in CF_MODELS.items():
+        params = spec.params(**(settings.get(name) or {}))
+        if not params.enabled:
+            md[f"{name}/skipped"] = f"settings.cf.{name}.enabled is false for {domain}"
+            ws.cf_path(domain, name).unlink(missing_ok=True)  # no stale vectors of an earlier run for the CIE
+            if log:
+                log(f"{name}: not trained on {domain} (enabled: false)")
+            continue
+        model = train_model(name, data, params, seed=seed, log=log)
         path = model.save(ws.cf_path(domain, name))
         artifacts[name] = {"path": str(path), "sha256": file_sha256(path)}
         test_scores = model.score_split(data, "test")

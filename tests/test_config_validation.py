@@ -264,11 +264,12 @@ def test_the_shipped_config_loads_with_todays_values():
     assert [d.name for d in cfg.domains_of("ml100k")] == ["ml100k", "ml100k_comedy", "ml100k_drama", "ml100k_action"]
     assert cfg.domains["ml1m_loo"].words["purchased"] == "watched" and cfg.listwise_history_length == 10
     assert (cfg.quarantine_max_share, cfg.warm_threshold, cfg.history_length) == (0.05, 3, 10)
-    assert cfg.cf["seed"] == 2023 and cfg.cf["popularity"] == {}
+    assert cfg.cf["seed"] == 2023 and cfg.cf["popularity"] == {"enabled": True}
     big = cfg.cf_for("ml1m_loo")["mf"]  # a million-row split: its own MF batch, the rest from settings.cf
     assert big["batch_size"] > cfg.cf["mf"]["batch_size"] and big["dim"] == cfg.cf["mf"]["dim"]
     assert cfg.cf_for("movies") == cfg.cf
-    assert cfg.cf["als"] == {"factors": 64, "regularization": 0.01, "iterations": 15}
+    assert cfg.cf["als"] == {"factors": 64, "regularization": 0.01, "iterations": 15, "enabled": True}
+    assert cfg.cf_for("ml1m_loo")["sasrec"]["enabled"] is False and cfg.cf["sasrec"]["enabled"] is True
     assert cfg.cf["mf"]["dim"] == 256 and cfg.cf["mf"]["threads"] == 0  # defaults filled in
     assert cfg.evaluation == {"ranking_negatives": 29, "ranking_k": [1, 3, 5], "bootstrap_samples": 1000, "seed": 2023,
                               "regression_tolerance": 0.01, "min_subset_rows": 20,

@@ -253,3 +253,24 @@ def test_the_summary_shows_not_applicable_metrics_as_na():
     assert table[0]["auc_all"] == 0.7 and table[0]["auc_warm"] is None and table[0]["uauc_cold"] is None
     assert ("| movies | mf | all 100 test rows | 0.7000 [0.600, 0.800] | n/a | 0.7000 [0.600, 0.800] | "
             "0.7000 [0.600, 0.800] | 0.7000 [0.600, 0.800] | n/a | n/a | n/a |") in text
+
+
+def test_a_cf_model_can_be_left_out_of_a_domain(tmp_path):
+    """`domains.<d>.cf.<model>.enabled: false` (the shipped config does it for SASRec on the 988k-row
+    leave-one-out domain): the model is neither trained nor reported there, and the metadata says why."""
+    settings = write_fixture(tmp_path)
+    cfg = yaml.safe_load(settings.config_path.read_text())
+    cfg["domains"]["shop"]["cf"] = {"sasrec": {"enabled": False}, "lightgcn": {"max_epochs": 5}}
+    settings.config_path.write_text(yaml.safe_dump(cfg))
+    defs = build_definitions(settings)
+    instance = dg.DagsterInstance.ephemeral()
+    assert materialize_dataset(defs, "synthetic", instance).success
+    assert materialize_domain(defs, "shop", instance).success
+    result = evaluate_domain(defs, "shop", instance)
+    assert result.success
+    payload = json.loads((settings.data_dir / "reports" / "shop" / "metrics.json").read_text())
+    assert "sasrec" not in payload["metrics"] and "lightgcn" in payload["metrics"]
+    (ev,) = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "cf_embeddings"]
+    md = {k: v.value for k, v in ev.materialization.metadata.items()}
+    assert md["sasrec/skipped"] == "settings.cf.sasrec.enabled is false for shop" and md["lightgcn/epochs_run"] <= 5
+    assert not (settings.data_dir / "domains" / "shop" / "cf" / "sasrec.npz").exists()
