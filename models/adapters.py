@@ -23,7 +23,7 @@ def load_base(ws: Workspace, prof: Profile) -> llm_mod.LoadedLLM:
 
 def builder(llm: llm_mod.LoadedLLM, noun: str, max_tokens: int, with_ids: bool = False) -> prompt_mod.PromptBuilder:
     return prompt_mod.PromptBuilder(noun=noun, with_ids=with_ids, max_tokens=max_tokens,
-                                    count_tokens=lambda text: len(llm.tokenizer.encode(text)))
+                                    count_tokens=lambda text: len(llm_mod.prompt_ids(llm.tokenizer, text)))
 
 
 def train_adapter(ws: Workspace, domains: dict[str, str], kind: str, prof: Profile,

@@ -132,7 +132,8 @@ def pointwise_plan(ws: Workspace, domain: str, noun: str, prof: Profile, loaded:
     # validation rows only: the test part is dropped before anything else reads the split
     learn, select, labels = merge.validation_slices(ws.read_split(domain), ws.titles(domain), build, s.learn_rows,
                                                     s.select_rows, s.seed)
-    encode = lambda ps: loaded.tokenizer(list(ps), return_tensors="pt", padding=True).to(loaded.device)  # noqa: E731
+    encode = lambda ps: loaded.tokenizer.pad(  # noqa: E731
+        {"input_ids": [llm_mod.prompt_ids(loaded.tokenizer, p) for p in ps]}, return_tensors="pt").to(loaded.device)
     return MergePlan(learn, lambda m: metrics.auc(labels, scorer.score(m or loaded, select)),
                      merge.yes_entropy(encode, loaded.yes_id),
                      {"learn": fingerprint.data_digest(learn), "select": fingerprint.data_digest(select, labels)},

@@ -32,6 +32,7 @@ import torch
 from safetensors.torch import save_file
 
 from models.cf import CFModel
+from models.llm import prompt_ids
 from models.prompts import ITEM_SLOT, USER_SLOT, PromptBuilder, sample_rows
 
 VARIANTS = ("two_step", "t1", "t2", "t3")
@@ -134,11 +135,12 @@ class CoLLMHead(torch.nn.Module):
 
 
 def id_prompt_tokens(tokenizer, text: str, user_slot: int, item_slot: int) -> list[int]:
-    """Token ids of an ID prompt with each placeholder as one slot position."""
+    """Token ids of an ID prompt with each placeholder as one slot position, starting as every prompt
+    does (the tokenizer's BOS where it adds one, `llm.prompt_ids`)."""
     head, rest = text.split(USER_SLOT, 1)
     middle, tail = rest.split(ITEM_SLOT, 1)
-    enc = tokenizer([head, middle, tail], add_special_tokens=False)["input_ids"]
-    return enc[0] + [user_slot] + enc[1] + [item_slot] + enc[2]
+    enc = tokenizer([middle, tail], add_special_tokens=False)["input_ids"]
+    return prompt_ids(tokenizer, head) + [user_slot] + enc[0] + [item_slot] + enc[1]
 
 
 def encode_rows(head: CoLLMHead, tokenizer, rows, titles: dict[str, str], text: PromptBuilder,
@@ -150,7 +152,7 @@ def encode_rows(head: CoLLMHead, tokenizer, rows, titles: dict[str, str], text: 
         h = [titles[i] for i in hist]
         u, i = head.user_slot(user, *ts), head.item_slot(item)
         if u is None or i is None:
-            out.append(tokenizer(text(h, titles[item]))["input_ids"])
+            out.append(prompt_ids(tokenizer, text(h, titles[item])))
             used.append(False)
         else:
             out.append(id_prompt_tokens(tokenizer, ids(h, titles[item]), u, i))

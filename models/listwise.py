@@ -13,6 +13,8 @@ import numpy as np
 import polars as pl
 import torch
 
+from models.llm import cache_kwarg, decoder_of
+
 SYSTEM = "You are a helpful recommendation assistant."
 SEP = "||"
 USER_TEMPLATE = ("Given the following {history} of a user:[{items}]. Please select the top 5 most likely {products} "
@@ -124,7 +126,8 @@ def answer_loss(causal_lm, input_ids: torch.Tensor, attention_mask: torch.Tensor
                 answer_start: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy over the answer tokens only (right-padded batch). Only the
     positions that predict an answer token meet the output layer."""
-    hidden = causal_lm.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    hidden = decoder_of(causal_lm)(input_ids=input_ids, attention_mask=attention_mask,
+                                   use_cache=False).last_hidden_state
     pos = torch.arange(input_ids.shape[1], device=input_ids.device)[None, :]
     # position t predicts token t + 1: keep the t with t + 1 an answer token
     take = (pos + 1 >= answer_start[:, None]) & (torch.roll(attention_mask, -1, dims=1) > 0) \
@@ -181,14 +184,6 @@ def _sum_logprobs(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tenso
     return (logp * mask).sum(-1)
 
 
-def _cache_kwarg(decoder) -> str:
-    """The keyword a decoder's forward takes its key/value cache by: `cache` in transformers 5.x,
-    `past_key_values` before (5.x still takes it, with a deprecation warning)."""
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
-
-
 def _packed_mask(n_prefix: int, lengths: Sequence[int], device) -> torch.Tensor:
     """(1, 1, total, n_prefix + total) boolean mask of continuations packed after a cached prefix: each
     token sees the whole prefix and the earlier tokens of its own continuation, nothing else."""
@@ -210,8 +205,8 @@ def candidate_loglik(llm, prompt_ids: list[int], continuations: Sequence[list[in
     from transformers import DynamicCache
 
     model, dev = llm.model, llm.device
-    decoder, head = model.get_decoder(), model.get_output_embeddings()
-    key = _cache_kwarg(decoder)
+    decoder, head = decoder_of(model), model.get_output_embeddings()
+    key = cache_kwarg(decoder)
     n = len(prompt_ids)
     cache = DynamicCache()
     last = decoder(input_ids=torch.tensor([prompt_ids], device=dev), use_cache=True, **{key: cache}).last_hidden_state
@@ -309,7 +304,8 @@ def entropy_objective(causal_lm, tokenizer, prompt_ids_list: Sequence[list[int]]
     for k, s in enumerate(seqs):
         ids[k, :len(s)] = torch.tensor(s)
         mask[k, :len(s)] = 1
-    hidden = causal_lm.model(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+    hidden = decoder_of(causal_lm)(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                   use_cache=False).last_hidden_state
     rows = torch.tensor([k for k, ps in enumerate(picks) for _ in ps], device=device)
     cols = torch.tensor([c for ps in picks for c in ps], device=device)
     ent = shannon_entropy(causal_lm.get_output_embeddings()(hidden[rows, cols]))

@@ -72,28 +72,49 @@ def convert_embedded(models_dir: Path) -> Path:
     return _publish(tmp, final)
 
 
-def make_tiny_model(final: Path, hidden_size: int = 64, layers: int = 2, seed: int = 0) -> Path:
-    """A small Llama with random weights and SmolLM2's tokenizer (same vocabulary, so prompts and
-    Yes/No ids are real), saved as a Hugging Face model folder; for tests that need an LLM in seconds."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+def tiny_config(family: str, tokenizer, hidden_size: int = 64, layers: int = 2):
+    """A small config of a decoder family (`llama`, `qwen2`, `mistral`, `phi3`, `gpt2`, `opt`, ...) on the
+    tokenizer's vocabulary: 4 attention heads (2 key/value heads where the family has grouped queries),
+    tied output layer."""
+    from transformers import AutoConfig
+
+    common = {"vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id,
+              "eos_token_id": tokenizer.eos_token_id,
+              "tie_word_embeddings": True}
+    if family == "gpt2":
+        return AutoConfig.for_model("gpt2", n_embd=hidden_size, n_layer=layers, n_head=4, n_positions=2048, **common)
+    if family == "opt":
+        return AutoConfig.for_model("opt", hidden_size=hidden_size, word_embed_proj_dim=hidden_size,
+                                    ffn_dim=2 * hidden_size, num_hidden_layers=layers, num_attention_heads=4,
+                                    max_position_embeddings=2048, **common)
+    return AutoConfig.for_model(family, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                                num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                                max_position_embeddings=2048, **common)
+
+
+def make_tiny_model(final: Path, hidden_size: int = 64, layers: int = 2, seed: int = 0, family: str = "llama",
+                    tokenizer_kwargs: dict | None = None) -> Path:
+    """A small decoder (a Llama unless `family` says otherwise) with random weights and SmolLM2's
+    tokenizer (same vocabulary, so prompts and Yes/No ids are real; `tokenizer_kwargs` change it, e.g.
+    `add_bos_token`), saved as a Hugging Face model folder; for tests that need an LLM in seconds."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     final = Path(final)
     if (final / "conversion.json").exists():
         return final
     src = gguf_path()
     tokenizer = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
-    torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
-                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=2048, tie_word_embeddings=True,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    model = LlamaForCausalLM(config)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    if tokenizer_kwargs:  # a tokenizer read from GGUF ignores them: saved, then read back with them
+        tokenizer.save_pretrained(tmp)
+        tokenizer = AutoTokenizer.from_pretrained(str(tmp), **tokenizer_kwargs)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_config(family, tokenizer, hidden_size, layers))
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     (tmp / "conversion.json").write_text(json.dumps({
-        "source": "random init", "seed": seed, "hidden_size": hidden_size, "layers": layers,
+        "source": "random init", "seed": seed, "hidden_size": hidden_size, "layers": layers, "family": family,
         "weights_sha256": _sha256(tmp / "model.safetensors")}))
     return _publish(tmp, final)
 
@@ -201,11 +222,85 @@ def answer_token_ids(tokenizer) -> tuple[int, int]:
 
 
 def pick_device(device: str = "auto") -> tuple[torch.device, torch.dtype]:
-    """CUDA with bf16 when there is a GPU, else CPU with fp32."""
+    """CUDA with bf16 when there is a GPU, else CPU with fp32. Under torchrun (LOCAL_RANK set) `auto`
+    and `cuda` mean this process's own GPU, `cuda:<LOCAL_RANK>`, made the current device."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
     dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is not None:
+        torch.cuda.set_device(dev)
     return dev, (torch.bfloat16 if dev.type == "cuda" else torch.float32)
+
+
+# --- what the code assumes of every decoder family (Llama, Qwen2, GPT-2, Phi-3, ...), in one place ---
+
+PADDING_SIDE = "right"  # the trainer and scorer read each prompt's last real position as (mask sum - 1)
+
+
+def prepare_tokenizer(tokenizer):
+    """The tokenizer as the code assumes it: right padding (a left-padding tokenizer moved the Yes
+    logit from 14.6 to 12.9), a pad token (EOS when it has none)."""
+    tokenizer.padding_side = PADDING_SIDE
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def special_prefix(tokenizer) -> list[int]:
+    """The ids the tokenizer puts before a text of its own accord (Llama and Vicuna tokenizers: BOS;
+    SmolLM2, Qwen2, GPT-2: none). Every prompt kind starts with exactly these (`prompt_ids`)."""
+    cached = getattr(tokenizer, "_llmrec_prefix", None)
+    if cached is None:
+        plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+        full = tokenizer("a")["input_ids"]
+        k = next((i for i in range(len(full)) if full[i:i + len(plain)] == plain), 0)
+        cached = list(full[:k])
+        tokenizer._llmrec_prefix = cached
+    return list(cached)
+
+
+def prompt_ids(tokenizer, text: str) -> list[int]:
+    """A prompt's token ids: the tokenizer's own start tokens (BOS where it adds one), then the text's
+    tokens, and nothing after (a tokenizer that appends EOS would move the answer position). Text,
+    ID (CoLLM) and listwise prompts all start this way; a text that already begins with them (a chat
+    template that writes BOS) does not get them twice."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    prefix = special_prefix(tokenizer)
+    return ids if ids[:len(prefix)] == prefix else prefix + ids
+
+
+def decoder_of(model: torch.nn.Module) -> torch.nn.Module:
+    """The decoder stack of a causal LM (its hidden states before the output layer), by transformers'
+    generic accessor: `model.model` for Llama/Qwen2/Phi-3, `model.transformer` for GPT-2, through a
+    PEFT wrapper too."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    dec = base.get_decoder()
+    if dec is base:
+        raise ValueError(f"{type(base).__name__}: transformers' get_decoder() finds no decoder stack")
+    return dec
+
+
+def answer_row(model: torch.nn.Module, token_id: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The output layer's row (and bias, when it has one) for one token: logit = hidden @ row + bias."""
+    head = model.get_output_embeddings()
+    bias = getattr(head, "bias", None)
+    return head.weight[token_id], (None if bias is None else bias[token_id])
+
+
+def cache_kwarg(decoder: torch.nn.Module) -> str:
+    """The keyword a decoder's forward takes its key/value cache (a transformers `Cache`) by: `cache`
+    in the newest transformers, `past_key_values` before (deprecated there, removed in 5.40)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+
+
+def output_cache(out):
+    """The `Cache` a decoder returned with use_cache=True, under either name."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
 
 
 def load(path: Path, device: str = "auto", threads: int = 0) -> LoadedLLM:
@@ -214,9 +309,7 @@ def load(path: Path, device: str = "auto", threads: int = 0) -> LoadedLLM:
     if threads:
         torch.set_num_threads(threads)
     dev, dtype = pick_device(device)
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(str(path)))
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype).to(dev).eval()
     yes_id, no_id = answer_token_ids(tokenizer)
     return LoadedLLM(model, tokenizer, dev, dtype, yes_id, no_id, Path(path),

@@ -40,7 +40,7 @@ from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, Pos
 from models import cards, data_prep, fingerprint, metrics
 from models.strict import Strict
 from models.progress import Progress
-from models.llm import LoadedLLM, load
+from models.llm import LoadedLLM, answer_row, decoder_of, load, pick_device, prompt_ids
 
 
 class NonFiniteLoss(RuntimeError):
@@ -66,8 +66,15 @@ class TrainConfig(Strict):
     lora_r: PositiveInt = Field(8, description="LoRA rank")
     lora_alpha: PositiveInt = Field(16, description="LoRA alpha (scale alpha / r)")
     lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout")
-    target_modules: tuple[str, ...] = Field(("q_proj", "v_proj"), min_length=1,
-                                            description="names of the linear modules LoRA wraps")
+    target_modules: tuple[str, ...] = Field(("auto",), min_length=1,
+                                            description="the modules LoRA wraps: their names (q_proj, v_proj; c_attn "
+                                                        "on GPT-2), `auto` (PEFT's default for the model family: "
+                                                        "q_proj, v_proj on Llama and Qwen2 as in TALLRec and CoLLM; "
+                                                        "c_attn on GPT-2; qkv_proj on Phi-3) or `all-linear`")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass: far less "
+                                                            "memory for long prompts and large models, ~30 % slower")
+    max_grad_norm: Optional[PositiveFloat] = Field(None, description="clip the gradient's global norm to this "
+                                                                     "before each step (none: no clipping)")
     length_group: PositiveInt = Field(32, description="batches per length-sorted pool; 1 = plain shuffled batches")
     seed: int = Field(2023, description="seed of LoRA init, batch order and dropout")
     epochs: Optional[PositiveFloat] = Field(None, description="when set, `max_steps` = epochs x training rows / "
@@ -81,8 +88,19 @@ class TrainConfig(Strict):
         warmup = round(self.warmup_ratio * steps) if self.warmup_ratio is not None else self.warmup_steps
         return self.model_copy(update={"max_steps": steps, "warmup_steps": warmup})
 
+    def peft_targets(self):
+        """`target_modules` as PEFT's LoraConfig takes it; None for `auto` (the model decides: `auto_targets`)."""
+        if self.target_modules == ("auto",):
+            return None
+        if self.target_modules == ("all-linear",):
+            return "all-linear"
+        if "auto" in self.target_modules or "all-linear" in self.target_modules:
+            raise ValueError(f"target_modules {list(self.target_modules)}: `auto` and `all-linear` stand alone")
+        return list(self.target_modules)
+
     @model_validator(mode="after")
     def _consistent(self) -> "TrainConfig":
+        self.peft_targets()
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr {self.min_lr} is above lr {self.lr}")
         if self.batch_size % self.grad_accum:
@@ -98,6 +116,7 @@ class TrainResult:
     stopped: str
     tokens_per_s: float
     history: list[dict] = field(default_factory=list)
+    world_size: int = 1  # processes that trained together (torchrun: one per GPU)
     steps_run: int = 0  # optimiser steps run by this call (0 when the finished adapter was reused)
     resumed_from: int | None = None  # the checkpoint step this call continued from
     reused: bool = False  # the finished adapter of an identical run was returned without training
@@ -115,11 +134,56 @@ def lr_at(step: int, c: TrainConfig) -> float:
 
 
 def add_lora(llm: LoadedLLM, c: TrainConfig):
+    """The model wrapped with a fresh LoRA (fp32 adapter weights, whatever the base weights' dtype)."""
     from peft import LoraConfig, get_peft_model
 
-    cfg = LoraConfig(r=c.lora_r, lora_alpha=c.lora_alpha, lora_dropout=c.lora_dropout,
-                     target_modules=list(c.target_modules), bias="none", task_type="CAUSAL_LM")
-    return get_peft_model(llm.model, cfg)
+    targets = c.peft_targets() or auto_targets(llm.model)
+    try:
+        conv1d = any(type(m).__name__ == "Conv1D" for m in llm.model.modules())  # GPT-2: weights stored [in, out]
+        cfg = LoraConfig(r=c.lora_r, lora_alpha=c.lora_alpha, lora_dropout=c.lora_dropout,
+                         target_modules=targets, bias="none", task_type="CAUSAL_LM", fan_in_fan_out=conv1d)
+        peft_model = get_peft_model(llm.model, cfg, autocast_adapter_dtype=True)
+    except ValueError as err:
+        layers = sorted({n.rsplit(".", 1)[-1] for n, m in llm.model.named_modules()
+                         if type(m).__name__ in ("Linear", "Conv1D")})
+        raise ValueError(f"LoRA targets {list(c.target_modules)} do not fit {type(llm.model).__name__}: {err}. Its "
+                         f"linear layers are named {layers}; set train.target_modules to some of them, `auto` or "
+                         f"`all-linear`") from None
+    if c.gradient_checkpointing:
+        # non-reentrant: the frozen embeddings need no requires_grad trick, and CIE inputs work as they are
+        if hasattr(llm.model, "activation_checkpointing_enable"):  # its name in the newest transformers
+            llm.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            llm.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return peft_model
+
+
+# attention projections by the names decoder families give them, for `auto` where PEFT has no default
+ATTENTION_TARGETS = (("q_proj", "v_proj"), ("qkv_proj",), ("c_attn",), ("query_key_value",), ("Wqkv",))
+
+
+def auto_targets(model: torch.nn.Module) -> list[str]:
+    """`auto` LoRA targets: PEFT's default for the model's family (q_proj, v_proj on Llama and Qwen2,
+    c_attn on GPT-2), else the attention projections by their usual names (qkv_proj on Phi-3)."""
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULTS
+
+    kind = getattr(getattr(model, "config", None), "model_type", None)
+    if kind in DEFAULTS:
+        return list(DEFAULTS[kind])
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    for group in ATTENTION_TARGETS:
+        if set(group) <= names:
+            return list(group)
+    raise ValueError(f"no default LoRA targets for model type {kind!r}: set train.target_modules to the names of "
+                     "its attention projections, or `all-linear`")
+
+
+def autocast(llm: LoadedLLM):
+    """bf16 autocast where the model's weights are bf16 (CUDA): matmuls in bf16, the LoRA weights, the
+    CIE and the optimizer state stay fp32; nothing on an fp32 model."""
+    from contextlib import nullcontext
+
+    return torch.autocast(llm.device.type, dtype=torch.bfloat16) if llm.dtype == torch.bfloat16 else nullcontext()
 
 
 class YesLogit(torch.nn.Module):
@@ -176,9 +240,10 @@ class Objective:
         return net(enc["input_ids"], enc["attention_mask"], targets.to(enc["input_ids"].device))
 
     def validate(self, head: torch.nn.Module, llm: LoadedLLM, ids: Sequence[list[int]], labels) -> float:
-        if self.name == "yes":
-            return evaluate(head, llm, ids, np.asarray(labels))
-        return answer_valid_loss(head, llm, ids, np.asarray(labels))
+        with autocast(llm):
+            if self.name == "yes":
+                return evaluate(head, llm, ids, np.asarray(labels))
+            return answer_valid_loss(head, llm, ids, np.asarray(labels))
 
     def better(self, value: float, best: float | None) -> bool:
         return best is None or (value > best if self.higher_is_better else value < best)
@@ -211,18 +276,20 @@ def yes_logit(causal_lm, input_ids: torch.Tensor | None, attention_mask: torch.T
               inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
     """Differentiable Yes logit at each right-padded prompt's last token; only those rows meet the
     output layer (one dot product each). Pass `inputs_embeds` instead of ids to feed vectors."""
-    hidden = causal_lm.model(input_ids=input_ids, inputs_embeds=inputs_embeds,
-                             attention_mask=attention_mask).last_hidden_state
+    hidden = decoder_of(causal_lm)(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                                   use_cache=False).last_hidden_state
     last = attention_mask.sum(1) - 1
-    yes = causal_lm.get_output_embeddings().weight[yes_id]
-    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last] @ yes
+    yes, bias = answer_row(causal_lm, yes_id)
+    logit = hidden[torch.arange(hidden.shape[0], device=hidden.device), last] @ yes.to(hidden.dtype)
+    return logit if bias is None else logit + bias
 
 
 def token_ids(llm: LoadedLLM, prompts: Sequence[str] | Sequence[list[int]]) -> list[list[int]]:
-    """Prompts as token id lists: text is tokenized, id lists (e.g. CoLLM's, with slot ids) pass through."""
+    """Prompts as token id lists: text is tokenized (`llm.prompt_ids`: the tokenizer's BOS where it adds one,
+    as in every prompt kind), id lists (e.g. CoLLM's, with slot ids) pass through."""
     prompts = list(prompts)
     if prompts and isinstance(prompts[0], str):
-        return llm.tokenizer(prompts)["input_ids"]
+        return [prompt_ids(llm.tokenizer, p) for p in prompts]
     return [list(p) for p in prompts]
 
 
@@ -421,7 +488,8 @@ def train(llm: LoadedLLM, train_prompts: Sequence[str] | Sequence[list[int]], tr
         for a in range(c.grad_accum):
             part = idx[(a * world + rank) * micro:(a * world + rank + 1) * micro]
             enc = _pad(llm, [train_ids[i] for i in part])
-            loss = objective.loss(net, enc, labels_t[part])
+            with autocast(llm):
+                loss = objective.loss(net, enc, labels_t[part])
             finite = torch.isfinite(loss.detach()).float().reshape(1).cpu()
             if distributed:  # every process stops together, whichever shard went bad
                 dist.all_reduce(finite, op=dist.ReduceOp.MIN)
@@ -438,6 +506,9 @@ def train(llm: LoadedLLM, train_prompts: Sequence[str] | Sequence[list[int]], tr
             (loss / c.grad_accum).backward()
             total += loss.item() / c.grad_accum
             state["tokens"] += ntok * world
+        grad_norm = None
+        if c.max_grad_norm is not None:  # after DDP's all-reduce: every process clips the same gradient
+            grad_norm = float(torch.nn.utils.clip_grad_norm_([p for _, p in named], c.max_grad_norm))
         opt.step()
         train_s += time.perf_counter() - t_step
         state["step"] = step = step + 1
@@ -448,7 +519,8 @@ def train(llm: LoadedLLM, train_prompts: Sequence[str] | Sequence[list[int]], tr
             if rank == 0:
                 value = objective.validate(head, llm, valid_ids, valid_labels)
                 state["history"].append({"step": step, "loss": total, objective.metric: value,
-                                         "lr": lr_at(step - 1, c), "tokens_per_s": rate})
+                                         "lr": lr_at(step - 1, c), "tokens_per_s": rate,
+                                         **({"grad_norm": grad_norm} if grad_norm is not None else {})})
                 log(f"step {step}/{c.max_steps}: loss {total:.4f}, {objective.metric.replace('_', ' ')} {value:.4f}, "
                     f"{rate:.0f} tokens/s")
                 if objective.better(value, state["best"]):
@@ -472,7 +544,7 @@ def train(llm: LoadedLLM, train_prompts: Sequence[str] | Sequence[list[int]], tr
             break
     rate = (state["tokens"] - tokens0) / max(1e-9, train_s)
     result = TrainResult(state["best"], state["best_step"], state["step"], stopped, rate, state["history"],
-                         steps_run=state["step"] - step0, resumed_from=resumed_from, fingerprint=fp,
+                         world_size=world, steps_run=state["step"] - step0, resumed_from=resumed_from, fingerprint=fp,
                          valid_metric=objective.metric, untrained_valid=state.get("untrained"))
     if rank == 0:
         fingerprint.write_json(out_dir / FINISHED, {
@@ -485,9 +557,13 @@ def train(llm: LoadedLLM, train_prompts: Sequence[str] | Sequence[list[int]], tr
 def main(argv: list[str]) -> int:
     """Entry point for torchrun / subprocesses: one JSON file describing the job."""
     job = json.loads(Path(argv[0]).read_text())
+    # the job's device (`auto`: this process's GPU under torchrun, cuda:<LOCAL_RANK>; else the CPU)
+    device, _ = pick_device(job.get("device", "auto"))
     if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
-        dist.init_process_group("gloo" if not torch.cuda.is_available() else "nccl")
-    llm = load(Path(job["model_path"]), device=job.get("device", "cpu"), threads=int(job.get("threads", 0)))
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        print(f"[rank {dist.get_rank()}/{dist.get_world_size()}] LOCAL_RANK {os.environ.get('LOCAL_RANK')}: "
+              f"{device}, backend {dist.get_backend()}", flush=True)
+    llm = load(Path(job["model_path"]), device=str(device), threads=int(job.get("threads", 0)))
     c = TrainConfig.model_validate(job["config"])
     data = json.loads(Path(job["data"]).read_text())
     result = train(llm, data["train_prompts"], np.array(data["train_labels"]), data["valid_prompts"],

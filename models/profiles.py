@@ -265,13 +265,15 @@ def profiles_markdown() -> str:
             "|---|---|---|---|---|---|---|---|---|---|---|"]
     every = lambda v: "all" if v is None else v  # noqa: E731
     domains = lambda v: "all" if v is None else (", ".join(v) or "none")  # noqa: E731
+    batch = lambda t: str(t.batch_size) if t.grad_accum == 1 else \
+        f"{t.batch_size} ({t.grad_accum} x {t.batch_size // t.grad_accum})"  # noqa: E731
     for name, p in shipped.items():
         steps = " / ".join(str(t.max_steps) for t in (p.adapter_train("base_spirit"), p.adapter_train("ingredient"),
                                                        p.collm_train()))
         lw = [p.listwise_train(k) for k in ("base_spirit", "ingredient")]
         lw_steps = " / ".join(f"{t.epochs:g} epochs" if t.epochs else str(t.max_steps) for t in lw)
-        rows.append(f"| `{name}` | `{p.model}` | {steps} | {p.train.batch_size} | {p.valid_rows} | {every(p.test_rows)} "
-                    f"| {every(p.ranking_users)} | {domains(p.llm_domains)} | {lw_steps}, {lw[1].batch_size}, "
+        rows.append(f"| `{name}` | `{p.model}` | {steps} | {batch(p.train)} | {p.valid_rows} | {every(p.test_rows)} "
+                    f"| {every(p.ranking_users)} | {domains(p.llm_domains)} | {lw_steps}, {batch(lw[1])}, "
                     f"{every(p.listwise.test_rows)} | {domains(p.listwise.domains)} | {p.description} |")
     return "\n".join(rows) + "\n\n" + schema_markdown(ProfilesFile)
 

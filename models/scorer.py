@@ -20,14 +20,11 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from models.llm import LoadedLLM
+from models.llm import LoadedLLM, answer_row, cache_kwarg, decoder_of, output_cache, prompt_ids
 
 
-def _yes_row(llm: LoadedLLM) -> torch.Tensor:
-    head = llm.model.get_output_embeddings()
-    if getattr(head, "bias", None) is not None:
-        raise ValueError("the scorer assumes an output layer without bias (true for Llama-family models)")
-    return head.weight[llm.yes_id]
+def _yes_row(llm: LoadedLLM) -> tuple[torch.Tensor, torch.Tensor | None]:
+    return answer_row(llm.model, llm.yes_id)
 
 
 @torch.no_grad()
@@ -37,7 +34,8 @@ def score_reference(llm: LoadedLLM, prompts: Sequence[str], batch_size: int = 8)
     tok = llm.tokenizer
     out = []
     for start in range(0, len(prompts), batch_size):
-        enc = tok(list(prompts[start:start + batch_size]), return_tensors="pt", padding=True).to(llm.device)
+        ids = [prompt_ids(tok, p) for p in prompts[start:start + batch_size]]
+        enc = tok.pad({"input_ids": ids}, return_tensors="pt").to(llm.device)
         logits = llm.model(**enc).logits  # (B, S, vocab)
         last = enc["attention_mask"].sum(1) - 1
         out.append(logits[torch.arange(len(last)), last, llm.yes_id].float().cpu())
@@ -62,11 +60,11 @@ def _encode_prefix(llm: LoadedLLM, prefix: list[int], embed=None):
     if not prefix:
         return None
     ids = torch.tensor([prefix], device=llm.device)
-    return llm.model.model(**_inputs(ids, embed), use_cache=True).past_key_values
+    return output_cache(decoder_of(llm.model)(**_inputs(ids, embed), use_cache=True))
 
 
 @torch.no_grad()
-def _score_suffixes(llm: LoadedLLM, cache, prefix_len: int, suffixes: list[list[int]], yes: torch.Tensor,
+def _score_suffixes(llm: LoadedLLM, cache, prefix_len: int, suffixes: list[list[int]], yes: tuple,
                     embed=None) -> torch.Tensor:
     """Yes logits of prompts = shared prefix (already in `cache`) + each suffix, in one batch."""
     b = len(suffixes)
@@ -83,11 +81,14 @@ def _score_suffixes(llm: LoadedLLM, cache, prefix_len: int, suffixes: list[list[
     if cache is not None:
         past = copy.deepcopy(cache)
         past.batch_repeat_interleave(b)
-    hidden = llm.model.model(**_inputs(ids.to(llm.device), embed), attention_mask=mask.to(llm.device),
-                             position_ids=positions.to(llm.device), past_key_values=past,
-                             use_cache=cache is not None).last_hidden_state
+    decoder = decoder_of(llm.model)
+    hidden = decoder(**_inputs(ids.to(llm.device), embed), attention_mask=mask.to(llm.device),
+                     position_ids=positions.to(llm.device), use_cache=cache is not None,
+                     **({cache_kwarg(decoder): past} if past is not None else {})).last_hidden_state
     last = torch.tensor([len(s) - 1 for s in suffixes], device=llm.device)
-    return (hidden[torch.arange(b, device=llm.device), last] @ yes).float().cpu()
+    row, bias = yes
+    logit = hidden[torch.arange(b, device=llm.device), last] @ row
+    return (logit if bias is None else logit + bias).float().cpu()
 
 
 @torch.no_grad()
@@ -118,7 +119,7 @@ def score_groups(llm: LoadedLLM, groups: Sequence[Sequence[str]], max_batch_toke
     """Yes logits for groups of prompts (e.g. one user's ranking candidates); each group's shared
     prefix is encoded once. Within a group, suffixes are sorted by length and batched under
     `max_batch_tokens` (suffix tokens, padding included); results come back in the caller's order."""
-    tokenized = [[llm.tokenizer.encode(p) for p in group] for group in groups]
+    tokenized = [[prompt_ids(llm.tokenizer, p) for p in group] for group in groups]
     return [s.numpy() for s in score_id_groups(llm, tokenized, max_batch_tokens)]
 
 
@@ -128,7 +129,8 @@ def score(llm: LoadedLLM, prompts: Sequence[str], max_batch_tokens: int = 4096, 
     """Pointwise Yes logits. Prompts are sorted by their tokens; runs of neighbours that share at
     least `min_shared_tokens` (typically one user's rows with the same history) form groups that
     reuse one encoded prefix; the rest are scored together, reusing the template's opening."""
-    return score_ids(llm, [llm.tokenizer.encode(p) for p in prompts], max_batch_tokens, min_shared_tokens, max_group)
+    return score_ids(llm, [prompt_ids(llm.tokenizer, p) for p in prompts], max_batch_tokens, min_shared_tokens,
+                     max_group)
 
 
 @torch.no_grad()

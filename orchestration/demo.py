@@ -27,6 +27,21 @@ def listwise_domains(cfg, chosen) -> list[str]:
     return eligible if chosen is None else [d for d in chosen if d in eligible]
 
 
+def report_checks(result, counts: dict[str, int]) -> None:
+    """Print every check of a run that did not pass: a gate (ERROR severity: report complete, metric
+    floors, no regression) as failed, a WARN check (a model that does not beat the untrained LLM on
+    validation) as a warning; `counts` adds them up for the closing line."""
+    for check in result.get_asset_check_evaluations():
+        if check.passed:
+            continue
+        if check.severity == dg.AssetCheckSeverity.WARN:
+            counts["warnings"] += 1
+            print(f"[demo]   warning ({check.check_name}): {check.description}", flush=True)
+        else:
+            counts["gates"] += 1
+            print(f"[demo]   gate {check.check_name} failed: {check.description}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m orchestration.demo", description=__doc__)
     ap.add_argument("--listwise-only", action="store_true",
@@ -47,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         for ds in sorted(cfg.datasets):
             print(f"[demo] dataset {ds}: ingest", flush=True)
             materialize_dataset(defs, ds, instance)
-        rows, failed = [], 0
+        rows, failed, counts = [], 0, {"gates": 0, "warnings": 0}
         for dom in sorted(cfg.domains):
             print(f"[demo] domain {dom}: split", flush=True)
             result = materialize_domain(defs, dom, instance)
@@ -63,10 +78,14 @@ def main(argv: list[str] | None = None) -> int:
         listwise = listwise_domains(cfg, prof.listwise.domains)
         if llm_domains:
             print(f"[demo] base spirit LoRA ({settings.profile} profile)", flush=True)
-            failed += not train_base_spirit(defs, instance, raise_on_error=False).success
+            result = train_base_spirit(defs, instance, raise_on_error=False)
+            failed += not result.success
+            report_checks(result, counts)
         if listwise:
             print(f"[demo] listwise base spirit LoRA, RecCocktail as published ({settings.profile} profile)", flush=True)
-            failed += not train_base_spirit(defs, instance, raise_on_error=False, listwise=True).success
+            result = train_base_spirit(defs, instance, raise_on_error=False, listwise=True)
+            failed += not result.success
+            report_checks(result, counts)
         for dom in sorted(cfg.domains):
             with_llm = dom in llm_domains and cfg.domains[dom].pointwise
             what = (", listwise ingredient, cocktail and scores" if dom in listwise else
@@ -77,14 +96,14 @@ def main(argv: list[str] | None = None) -> int:
             if not result.success:
                 print(f"[demo]   evaluate_domain failed for {dom}; see the run in `make ui`", flush=True)
                 failed += 1
-            for check in result.get_asset_check_evaluations():
-                if not check.passed:
-                    print(f"[demo]   gate {check.check_name} failed: {check.description}", flush=True)
+            report_checks(result, counts)
         summarize(defs, instance)
     print(f"\n{'domain':<12} {'role':<10} {'train':>8} {'valid':>8} {'test':>8} {'test not_cold':>14} {'test warm':>10}")
     for r in rows:
         print(f"{r[0]:<12} {r[1]:<10} {r[2]:>8} {r[3]:>8} {r[4]:>8} {r[5]:>14} {r[6]:>10}")
-    print(f"\n[demo] done in {time.perf_counter() - t0:.1f} s; warehouse: {settings.warehouse_path}")
+    print(f"\n[demo] done in {time.perf_counter() - t0:.1f} s; gates failed: {counts['gates']}; warnings "
+          f"(models not beating the untrained LLM on validation): {counts['warnings']}; warehouse: "
+          f"{settings.warehouse_path}")
     print(f"[demo] splits: {settings.data_dir / 'domains'}/<domain>/split.parquet")
     print(f"[demo] reports: {settings.data_dir / 'reports'}/<domain>/report.md; "
           f"summary: {settings.data_dir / 'reports' / 'summary.md'}")

@@ -425,9 +425,12 @@ def test_the_shipped_profiles_load_and_a_user_profile_extends_one(tmp_path, monk
     monkeypatch.delenv("LLMREC_PROFILES", raising=False)
     shipped = profmod.load_profiles()
     assert list(shipped) == list(SHIPPED_PROFILES["profiles"]) == ["smoke", "demo", "extended", "full"]
-    assert shipped["demo"].adapter_train("base_spirit").eval_every == 24
-    assert shipped["demo"].adapter_train("ingredient").eval_every == 12
-    assert shipped["full"].valid_rows == 0.5 and shipped["full"].train.batch_size == 16
+    assert shipped["demo"].adapter_train("base_spirit").eval_every == 16
+    assert shipped["demo"].adapter_train("ingredient").eval_every == 8
+    assert shipped["full"].valid_rows == 0.5
+    # CoLLM's effective batch 32 (16 per GPU on 2 GPUs): micro-batches of 16, two per step on one process
+    assert (shipped["full"].train.batch_size, shipped["full"].train.grad_accum) == (32, 2)
+    assert (shipped["full"].collm_train().batch_size, shipped["full"].collm_train().grad_accum) == (32, 2)
 
 
 def test_the_full_profile_has_reccocktails_published_settings():
@@ -454,7 +457,7 @@ def test_a_user_profile_extends_a_shipped_one(tmp_path, monkeypatch):
                                                          "train": {"lr": 0.0002}}}}))
     monkeypatch.setenv("LLMREC_PROFILES", str(path))
     mine = profmod.get_profile("gpu")
-    assert mine.model == "/models/qwen2" and mine.train.lr == 0.0002 and mine.train.batch_size == 16
+    assert mine.model == "/models/qwen2" and mine.train.lr == 0.0002 and mine.train.batch_size == 32
 
 
 def test_run_overrides_are_validated_like_the_file():

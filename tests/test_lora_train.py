@@ -131,7 +131,11 @@ def test_two_process_gloo_ddp_trains(model_path, tmp_path, objective):
                          capture_output=True, text=True, timeout=600, cwd=Path(__file__).parent.parent,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert res.returncode == 0, res.stderr[-3000:]
+    # each process found its device through LOCAL_RANK (the CPU here; cuda:<LOCAL_RANK> on GPUs) and gloo
+    for rank in (0, 1):
+        assert f"[rank {rank}/2] LOCAL_RANK {rank}: cpu, backend gloo" in res.stdout + res.stderr
     result = json.loads((out / "result.json").read_text())
+    assert result["world_size"] == 2
     assert result["steps"] == 10 and len(result["history"]) == 2
     assert result["valid_metric"] == ("valid_auc" if objective == "yes" else "valid_loss")
     assert all(objective == "yes" or h["valid_loss"] > 0 for h in result["history"])
