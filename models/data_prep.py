@@ -4,8 +4,10 @@ warm/cold flags. No Dagster here."""
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import io
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -322,6 +324,43 @@ def _read_lines(con: duckdb.DuckDBPyConnection, ds: DatasetConfig, path: Path, c
         sql.run(con, "read_lines", path=str(path), encoding=_encoding(ds), compression=content.compression)
 
 
+# --- Python dict literals: Amazon 2014 metadata is one `str(dict)` a line (single quotes), not JSON ---
+
+LITERAL_UDF = "py_literal_to_json"
+
+
+def literal_to_json(line: str | None) -> str | None:
+    """The JSON text of `line` when it is a Python dict literal, else None. ast.literal_eval only
+    builds literals (strings, numbers, lists, dicts...): a call, a name or an attribute, which only
+    `eval` would accept, is refused and never run. The JSON is ASCII (non-ASCII as \\u escapes), so a
+    lone surrogate (`'\\ud800'`) makes JSON that DuckDB refuses rather than text Arrow cannot encode."""
+    if line is None:
+        return None
+    try:
+        value = ast.literal_eval(line)
+        # json.dumps raises TypeError for what JSON cannot hold (a set, bytes, a tuple key)
+        return json.dumps(value) if isinstance(value, dict) else None
+    except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError):  # what literal_eval raises
+        return None
+
+
+def _literals_to_json(lines: Any) -> Any:
+    """literal_to_json over one vector of lines: DuckDB's arrow UDF makes one Python call per vector
+    (2048 lines), not one per line."""
+    import pyarrow as pa
+
+    return pa.array([literal_to_json(line) for line in lines.to_pylist()], pa.string())
+
+
+def register_literal_udf(con: duckdb.DuckDBPyConnection) -> None:
+    """Make `py_literal_to_json(line)` (literal_to_json) callable from the staging SQL on `con`; a
+    connection keeps its functions, so one that has it already is left as it is."""
+    if not con.execute("SELECT 1 FROM duckdb_functions() WHERE function_name = $n", {"n": LITERAL_UDF}).fetchone():
+        # "special": the function returns NULL itself (for a line that is not a dict literal)
+        con.create_function(LITERAL_UDF, _literals_to_json, ["VARCHAR"], "VARCHAR", type="arrow",
+                            null_handling="special")
+
+
 def _read_table(con: duckdb.DuckDBPyConnection, ds: DatasetConfig, path: Path, content: FileContent) -> list[str]:
     """Load a tabular file into temp table `src` (all VARCHAR); return its column names."""
     with _reading(ds, path, content):
@@ -380,6 +419,7 @@ def _stage(con: duckdb.DuckDBPyConnection, ds: DatasetConfig, files: SourceFiles
     _stage_interactions(con, ds, files.interactions, files.interactions.name, contents[files.interactions])
     if FORMATS[ds.format].reader == "lines":
         _read_lines(con, ds, files.items, contents[files.items])
+        register_literal_udf(con)  # amazon2014's item SQL parses Python dict literals with it
         sql.run(con, f"stage_{ds.format}_items", source_file=files.items.name)
         return
     f = _fields(ds)

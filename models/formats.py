@@ -1,7 +1,7 @@
 """The ingestion formats, one registry entry each: default file names, column names, encoding,
 timestamp unit and how the files are read. Adding a format is one entry here (plus, for a
 line-parsed format, its `sql/stage_<name>.sql` and `sql/stage_<name>_items.sql`) and its test in
-tests/test_ingest_formats.py. No Dagster here."""
+tests/test_ingest_formats.py (amazon2014: tests/test_ingest_amazon2014.py). No Dagster here."""
 
 from __future__ import annotations
 
@@ -54,6 +54,11 @@ FORMATS: dict[str, IngestFormat] = {f.name: f for f in (
                  fields={"user": "user_id", "item": "item_id", "rating": "rating", "timestamp": "timestamp",
                          "item_id": "item_id", "title": "title"},
                  delim="\t", quote="", typed_headers=True, text="tab-separated text"),
+    IngestFormat("amazon2014", "Amazon Reviews 2014 (RecCocktail's data): JSON lines `reviewerID, asin, overall, "
+                 "unixReviewTime` in `reviews_<Category>_5.json`; meta `asin, title, categories` (lists of category "
+                 "paths, flattened) in `meta_<Category>.json`, one Python dict literal a line (or JSON)",
+                 files={"interactions": "reviews_*.json*", "items": "meta_*.json*"}, reader="lines",
+                 text="JSON lines or Python dict literals"),
     IngestFormat("amazon2018", "Amazon Reviews 2018: JSON lines `reviewerID, asin, overall, unixReviewTime`; "
                  "meta `asin, title, category`",
                  files={"interactions": "*.json*", "items": "meta_*.json*"}, reader="lines", meta_prefix="meta_",
