@@ -403,7 +403,7 @@ def _stage_interactions(con: duckdb.DuckDBPyConnection, ds: DatasetConfig, path:
     """Fill temp table stage_interactions from one interaction file in the dataset's format."""
     if FORMATS[ds.format].reader == "lines":
         _read_lines(con, ds, path, content)
-        sql.run(con, f"stage_{ds.format}", source_file=source_file)
+        sql.run(con, FORMATS[ds.format].interactions_sql, source_file=source_file)
         return
     f = _fields(ds)
     cols = _read_table(con, ds, path, content)
@@ -420,7 +420,7 @@ def _stage(con: duckdb.DuckDBPyConnection, ds: DatasetConfig, files: SourceFiles
     if FORMATS[ds.format].reader == "lines":
         _read_lines(con, ds, files.items, contents[files.items])
         register_literal_udf(con)  # amazon2014's item SQL parses Python dict literals with it
-        sql.run(con, f"stage_{ds.format}_items", source_file=files.items.name)
+        sql.run(con, FORMATS[ds.format].items_sql, source_file=files.items.name)
         return
     f = _fields(ds)
     cols = _read_table(con, ds, files.items, contents[files.items])

@@ -1,6 +1,7 @@
 """The ingestion formats, one registry entry each: default file names, column names, encoding,
 timestamp unit and how the files are read. Adding a format is one entry here (plus, for a
-line-parsed format, its `sql/stage_<name>.sql` and `sql/stage_<name>_items.sql`) and its test in
+line-parsed format, its `sql/stage_<name>.sql` (or `reviews_like` a format whose review lines it
+shares) and `sql/stage_<name>_items.sql`) and its test in
 tests/test_ingest_formats.py (amazon2014: tests/test_ingest_amazon2014.py). No Dagster here."""
 
 from __future__ import annotations
@@ -31,6 +32,17 @@ class IngestFormat:
     typed_headers: bool = False
     # what the text files hold, in words, for the error that a file the format cannot read gives
     text: str = "CSV"
+    # a line format whose review lines are another's: its interactions are staged by
+    # sql/stage_<this>.sql (its items still by its own sql/stage_<name>_items.sql)
+    reviews_like: str | None = None
+
+    @property
+    def interactions_sql(self) -> str:
+        return f"stage_{self.reviews_like or self.name}"
+
+    @property
+    def items_sql(self) -> str:
+        return f"stage_{self.name}_items"
 
     @property
     def expects(self) -> str:
@@ -58,7 +70,7 @@ FORMATS: dict[str, IngestFormat] = {f.name: f for f in (
                  "unixReviewTime` in `reviews_<Category>_5.json`; meta `asin, title, categories` (lists of category "
                  "paths, flattened) in `meta_<Category>.json`, one Python dict literal a line (or JSON)",
                  files={"interactions": "reviews_*.json*", "items": "meta_*.json*"}, reader="lines",
-                 text="JSON lines or Python dict literals"),
+                 text="JSON lines or Python dict literals", reviews_like="amazon2018"),
     IngestFormat("amazon2018", "Amazon Reviews 2018: JSON lines `reviewerID, asin, overall, unixReviewTime`; "
                  "meta `asin, title, category`",
                  files={"interactions": "*.json*", "items": "meta_*.json*"}, reader="lines", meta_prefix="meta_",

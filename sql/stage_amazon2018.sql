@@ -1,4 +1,5 @@
--- Amazon Reviews 2018 review lines ({"reviewerID", "asin", "overall", "unixReviewTime", ...}).
+-- Amazon Reviews 2018 review lines ({"reviewerID", "asin", "overall", "unixReviewTime", ...}); also the
+-- 2014 release's reviews_<Category>_5.json lines (format amazon2014: the same fields, strict JSON).
 CREATE OR REPLACE TEMP TABLE stage_interactions AS
 WITH p AS (
     SELECT line, source_row, TRY_CAST(line AS JSON) AS j
