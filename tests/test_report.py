@@ -82,17 +82,21 @@ def add_general_domain(settings: Settings, name: str = "shop_all") -> dict:
     return cfg
 
 
-@pytest.fixture(scope="module")
-def evaluated(tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("report")
-    settings = write_fixture(tmp_path)
+def _evaluate(settings):
+    """Ingest, split and evaluate the fixture's `shop` domain through Dagster: (defs, instance, result)."""
     defs = build_definitions(settings)
     instance = dg.DagsterInstance.ephemeral()
     assert materialize_dataset(defs, "synthetic", instance).success
     assert materialize_domain(defs, "shop", instance).success
     result = evaluate_domain(defs, "shop", instance)
     assert result.success
-    return settings, defs, instance, result
+    return defs, instance, result
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    settings = write_fixture(tmp_path_factory.mktemp("report"))
+    return (settings, *_evaluate(settings))
 
 
 def _report_metadata(result):
@@ -262,12 +266,7 @@ def test_a_cf_model_can_be_left_out_of_a_domain(tmp_path):
     cfg = yaml.safe_load(settings.config_path.read_text())
     cfg["domains"]["shop"]["cf"] = {"sasrec": {"enabled": False}, "lightgcn": {"max_epochs": 5}}
     settings.config_path.write_text(yaml.safe_dump(cfg))
-    defs = build_definitions(settings)
-    instance = dg.DagsterInstance.ephemeral()
-    assert materialize_dataset(defs, "synthetic", instance).success
-    assert materialize_domain(defs, "shop", instance).success
-    result = evaluate_domain(defs, "shop", instance)
-    assert result.success
+    _, _, result = _evaluate(settings)
     payload = json.loads((settings.data_dir / "reports" / "shop" / "metrics.json").read_text())
     assert "sasrec" not in payload["metrics"] and "lightgcn" in payload["metrics"]
     (ev,) = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "cf_embeddings"]
