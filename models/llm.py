@@ -250,7 +250,7 @@ def prepare_tokenizer(tokenizer):
 
 def special_prefix(tokenizer) -> list[int]:
     """The ids the tokenizer puts before a text of its own accord (Llama and Vicuna tokenizers: BOS;
-    SmolLM2, Qwen2, GPT-2: none). Every prompt kind starts with exactly these (`prompt_ids`)."""
+    SmolLM2, Qwen2, GPT-2: none). Every pointwise prompt starts with exactly these (`prompt_ids`)."""
     cached = getattr(tokenizer, "_llmrec_prefix", None)
     if cached is None:
         plain = tokenizer("a", add_special_tokens=False)["input_ids"]
@@ -263,9 +263,9 @@ def special_prefix(tokenizer) -> list[int]:
 
 def prompt_ids(tokenizer, text: str) -> list[int]:
     """A prompt's token ids: the tokenizer's own start tokens (BOS where it adds one), then the text's
-    tokens, and nothing after (a tokenizer that appends EOS would move the answer position). Text,
-    ID (CoLLM) and listwise prompts all start this way; a text that already begins with them (a chat
-    template that writes BOS) does not get them twice."""
+    tokens, and nothing after (a tokenizer that appends EOS would move the answer position). Text and
+    ID (CoLLM) prompts both start this way (the listwise prompt is its chat template's text, which
+    writes its own start tokens); a text that already begins with them does not get them twice."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     prefix = special_prefix(tokenizer)
     return ids if ids[:len(prefix)] == prefix else prefix + ids
