@@ -9,7 +9,7 @@ import sys
 import dagster as dg
 
 from assets import _lineage, _metadata as meta
-from models import adapters, cocktail, collm_train, llm_scores
+from models import adapters, base_spirit, cocktail, collm_train, llm_scores
 from models.config import PROJECT_ROOT, ProjectConfig
 from models.profiles import Profile
 from models.workspace import Workspace
@@ -74,8 +74,11 @@ def base_spirit_lora(context: dg.AssetExecutionContext, project: ProjectResource
                      config: LLMRunConfig) -> dg.MaterializeResult:
     general = {d.name: d.item_noun for d in sorted(project.config.domains.values(), key=lambda d: d.name)
                if d.role == "general"}
-    if not general:
-        raise meta.fail("no domain has role: general in the config; the base spirit needs at least one")
+    if not general:  # a CoLLM-only config (e.g. config/examples/collm_amazon_book.yaml): nothing to train
+        context.log.info(cocktail.NO_BASE_SPIRIT)
+        return dg.MaterializeResult(metadata={"skipped": cocktail.NO_BASE_SPIRIT}, data_version=dg.DataVersion("none"),
+                                    check_results=[meta.beats_untrained("base_spirit_lora", {}, "best_valid_auc",
+                                                                        "untrained_valid_auc")])
     md, version = _train(context, project, run_profile(project.profile, config, context.log), config, general,
                          "base_spirit")
     return dg.MaterializeResult(metadata=md, data_version=dg.DataVersion(version), check_results=[
@@ -107,7 +110,11 @@ def _each_domain(context, project: ProjectResource, config: LLMRunConfig, stage:
 @meta.classify_failures
 def cocktail_model(context: dg.AssetExecutionContext, project: ProjectResource,
                    config: LLMRunConfig) -> dg.MaterializeResult:
-    result = _each_domain(context, project, config, "cocktail", cocktail.make_cocktail, "model_sha256")
+    if not base_spirit.general_domains(project.config):  # TALLRec and CoLLM still run on the ingredient
+        result = _each_domain(context, project, config, "cocktail",
+                              lambda ws, d, noun, prof, log: cocktail.without_base_spirit(ws, d, log), "merge_sha256")
+    else:
+        result = _each_domain(context, project, config, "cocktail", cocktail.make_cocktail, "model_sha256")
     return meta.with_checks(result, meta.beats_untrained("cocktail_model", result.metadata, "select_score/reccocktail",
                                                          "untrained_select_score"))
 

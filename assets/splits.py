@@ -38,7 +38,8 @@ def domain_interactions(context: dg.AssetExecutionContext, project: ProjectResou
 
 
 def _split_metadata(cfg: ProjectConfig, dom, stats: dict) -> dict:
-    md = {"protocol": dom.split.protocol, "protocol_params": dg.MetadataValue.json(dict(dom.split.params)),
+    md = {"protocol": dom.split.protocol, "protocol_params": dg.MetadataValue.json(  # date_cutoff's days as ISO text
+              {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in dom.split.params.items()}),
           "warm_threshold": cfg.warm_threshold,
           "warm_rule": f"user and item each have more than {cfg.warm_threshold} train records",
           "history_length": cfg.history_length,

@@ -4,6 +4,7 @@ model; and the dense models of every merge method for scoring. No Dagster here."
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,22 +32,23 @@ def cocktail_dir(ws: Workspace, domain: str, task: str = "pointwise") -> Path:
     return ws.cocktail_dir(domain) if task == "pointwise" else ws.dir("models", "listwise_cocktail", domain)
 
 
-def adapter_folders(ws: Workspace, domain: str, task: str = "pointwise") -> dict[str, Path]:
+def adapter_folders(ws: Workspace, domain: str, task: str = "pointwise",
+                    names: tuple[str, ...] = ADAPTERS) -> dict[str, Path]:
     folders = {name: (ws.adapter_dir(kind_name(name, task)) if name == "base_spirit" else
-                      ws.adapter_dir(kind_name(name, task), domain)) / "adapter" for name in ADAPTERS}
+                      ws.adapter_dir(kind_name(name, task), domain)) / "adapter" for name in names}
     for name, folder in folders.items():
         asset = f"{kind_name(name, task)}_lora" if task == "pointwise" else kind_name(name, task)
         ws.require(folder, asset, None if name == "base_spirit" else domain)
     return folders
 
 
-def mixture(ws: Workspace, domain: str, prof: Profile, task: str = "pointwise"
+def mixture(ws: Workspace, domain: str, prof: Profile, task: str = "pointwise", names: tuple[str, ...] = ADAPTERS
             ) -> tuple[llm_mod.LoadedLLM, merge.Mixture, dict]:
-    """A fresh base LLM with the base spirit and the domain's ingredient mixed in every adapted
-    module; returns it with the adapters' folder digests."""
+    """A fresh base LLM with the base spirit and the domain's ingredient (or only `names`) mixed in
+    every adapted module; returns it with the adapters' folder digests."""
     loaded = load_base(ws, prof)
-    folders = adapter_folders(ws, domain, task)
-    adapters = [merge.Adapter.load(name, folders[name]) for name in ADAPTERS]
+    folders = {n: f for n, f in adapter_folders(ws, domain, task, names).items()}
+    adapters = [merge.Adapter.load(name, folders[name]) for name in names]
     return loaded, merge.Mixture(loaded.model, adapters, prof.merge.temperature), \
         {name: fingerprint.folder_digest(f) for name, f in folders.items()}
 
@@ -81,13 +83,42 @@ def dense_model(ws: Workspace, domain: str, prof: Profile, how: dict | Path | No
     if merge.is_combination(how):
         return combined_model(ws, domain, prof, how, task)
     if isinstance(how, dict):
-        loaded, mix, digests = mixture(ws, domain, prof, task)
-        mix.set_fixed(how)
+        # an adapter at weight 0 adds exactly nothing to the fold: only the others are loaded (the ingredient
+        # alone needs no base spirit, which a CoLLM-only config does not have)
+        names = tuple(n for n in ADAPTERS if how.get(n))
+        loaded, mix, digests = mixture(ws, domain, prof, task, names)
+        mix.set_fixed({n: how[n] for n in names})
         mix.to_dense()
         loaded.model.eval()
         loaded.identity = {**loaded.identity, "adapters": digests, "fixed_weights": how}
         return loaded
     return llm_mod.load(Path(how))
+
+
+NO_BASE_SPIRIT = ("no domain has role: general in the config, so there is no base spirit: our pointwise cocktail "
+                  "and its merge baselines are skipped; the untrained LLM, TALLRec (the ingredient alone) and CoLLM on "
+                  "the ingredient still run")
+
+
+def without_base_spirit(ws: Workspace, domain: str, log: Callable[[str], None] = print) -> dict:
+    """The pointwise cocktail stage of a config without general domains (CoLLM alone, e.g. Amazon-Book):
+    merge.json lists only the ingredient alone (TALLRec) and says why nothing was merged; a dense model
+    left by an earlier config is removed so nothing scores it. Returns the metadata."""
+    out = cocktail_dir(ws, domain)
+    folder = adapter_folders(ws, domain, names=("ingredient",))["ingredient"]
+    if (out / "model").exists():
+        shutil.rmtree(out / "model")
+    record = {"domain": domain, "task": "pointwise", "skipped": NO_BASE_SPIRIT,
+              "adapters": {"ingredient": fingerprint.folder_digest(folder)},
+              "results": [{"method": "ingredient_only", "weights": {n: float(n == "ingredient") for n in ADAPTERS}}]}
+    path = fingerprint.write_json(out / "merge.json", record)
+    log(f"{domain}: {NO_BASE_SPIRIT}")
+    return {"skipped": NO_BASE_SPIRIT, "merge_record": path, "merge_sha256": data_prep.file_sha256(path)}
+
+
+def skipped(ws: Workspace, domain: str) -> bool:
+    """Whether the domain's pointwise cocktail was skipped (no base spirit; `without_base_spirit`)."""
+    return bool((fingerprint.read_json(cocktail_dir(ws, domain) / "merge.json") or {}).get("skipped"))
 
 
 def weight_grid(table: dict[str, dict[str, float]]) -> tuple[np.ndarray, list[str], list[str]]:

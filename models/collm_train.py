@@ -13,7 +13,7 @@ import torch
 from models import collm, data_prep, lora_train, scorer
 from models.adapters import builder
 from models.cf import CFModel
-from models.cocktail import dense_model, fixed_weights
+from models.cocktail import dense_model, fixed_weights, skipped as cocktail_skipped
 from models.llm_scores import ranking_rows
 from models.profiles import Profile
 from models.workspace import Workspace, write_scores
@@ -102,6 +102,9 @@ def train_and_score(ws: Workspace, domain: str, noun: str, prof: Profile, log: C
     out_rows, md, curves = [], {}, {}
     for method, backbone, cf_name, variant in methods(prof.collm.backbones, prof.collm.cf_models,
                                                       prof.collm.variants):
+        if backbone == "cocktail" and variant != "t3" and cocktail_skipped(ws, domain):
+            log(f"{method}: skipped (no pointwise cocktail: the config has no general domain)")
+            continue
         head, lm, res, text, ids = _train_one(ws, domain, noun, prof, backbone, cf_name, variant, method, log)
         te, _, rows, used = collm.examples(head, lm.tokenizer, split, titles, text, ids, "test", prof.test_rows,
                                            with_labels=False)

@@ -14,7 +14,7 @@ import polars as pl
 
 from models import llm as llm_mod, merge, prompts as prompt_mod, scorer
 from models.adapters import builder
-from models.cocktail import dense_model, fixed_weights
+from models.cocktail import dense_model, fixed_weights, skipped
 from models.profiles import Profile
 from models.progress import Progress
 from models.workspace import Workspace, write_scores
@@ -38,6 +38,8 @@ def methods(ws: Workspace, domain: str) -> dict[str, dict | Path | None]:
     """Scored method -> how to get its dense model: None = the base LLM, a folder, or fixed weights."""
     fixed = fixed_weights(ws, domain)
     out: dict[str, dict | Path | None] = {UNTRAINED: None}
+    if skipped(ws, domain):  # no base spirit (no general domain): the ingredient alone, TALLRec
+        return {**out, merge.MERGE_METHODS["ingredient_only"].score_name: fixed["ingredient_only"]}
     for m in merge.MERGE_METHODS.values():
         out[m.score_name] = fixed[m.name] if m.weights is not None else ws.cocktail_dir(domain) / "model"
     return out

@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.listwise_only:
             llm_domains = []
         listwise = listwise_domains(cfg, prof.listwise.domains)
-        if llm_domains:
+        # our pointwise base spirit serves the pointwise target domains only (none in a RecCocktail-only config)
+        if any(cfg.domains[d].pointwise and cfg.domains[d].role != "general" for d in llm_domains):
             print(f"[demo] base spirit LoRA ({settings.profile} profile)", flush=True)
             result = train_base_spirit(defs, instance, raise_on_error=False)
             failed += not result.success

@@ -160,7 +160,8 @@ BAD_VALUES = [
     ("datasets.ml1m.split.origin", "2000-13", ": must be a month such as \"2000-04\""),
     ("datasets.ml100k.split.min_user_records", 2, ": must be >= 3 (got 2)"),
     ("domains.movies.role", "targt", "='targt': choose one of general, target, cold_start; did you mean `target`?"),
-    ("domains.movies.reference", "collm_ml1", "='collm_ml1': choose one of collm_ml1m, collm_amazon_book, reccocktail_ml1m; "
+    ("domains.movies.reference", "collm_ml1", "='collm_ml1': choose one of collm_ml1m, collm_amazon_book, reccocktail_ml1m, "
+                                              "reccocktail_beauty, reccocktail_toys, reccocktail_sports; "
                                               "did you mean `collm_ml1m`?"),
     ("domains.movies.dataset", "ml1mm", "='ml1mm': not a dataset in this file; did you mean `ml1m`?"),
     ("domains.movies.item_noun", 5, ": must be a valid string (got 5)"),
