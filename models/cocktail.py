@@ -47,7 +47,7 @@ def mixture(ws: Workspace, domain: str, prof: Profile, task: str = "pointwise", 
     """A fresh base LLM with the base spirit and the domain's ingredient (or only `names`) mixed in
     every adapted module; returns it with the adapters' folder digests."""
     loaded = load_base(ws, prof)
-    folders = {n: f for n, f in adapter_folders(ws, domain, task, names).items()}
+    folders = adapter_folders(ws, domain, task, names)
     adapters = [merge.Adapter.load(name, folders[name]) for name in names]
     return loaded, merge.Mixture(loaded.model, adapters, prof.merge.temperature), \
         {name: fingerprint.folder_digest(f) for name, f in folders.items()}

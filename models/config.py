@@ -43,6 +43,10 @@ class Settings:
     profile: str
     landing_dir: Path | None = None  # None: <data_dir>/landing
     train_pipes: bool = False  # train LoRA adapters in a subprocess through Dagster Pipes
+    # DuckDB's memory_limit ("4GB") and temp_directory (where it spills what does not fit) for every
+    # warehouse connection; None: DuckDB's defaults (80 % of the RAM, <warehouse>.tmp)
+    duckdb_memory_limit: str | None = None
+    duckdb_temp_dir: Path | None = None
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -59,8 +63,14 @@ class Settings:
         pipes = os.environ.get("LLMREC_TRAIN_PIPES", "0")
         if pipes not in ("0", "1"):
             raise ConfigError(f"LLMREC_TRAIN_PIPES={pipes!r}: use 1 (train in a Pipes subprocess) or 0")
+        memory_limit = os.environ.get("LLMREC_DUCKDB_MEMORY_LIMIT") or None
+        if memory_limit is not None:
+            _check_memory_limit(memory_limit)
+        temp_dir = os.environ.get("LLMREC_DUCKDB_TEMP_DIR")
         return cls(data_dir=data_dir.resolve(), config_path=config_path.resolve(), profile=profile,
-                   landing_dir=Path(landing).expanduser().resolve() if landing else None, train_pipes=pipes == "1")
+                   landing_dir=Path(landing).expanduser().resolve() if landing else None, train_pipes=pipes == "1",
+                   duckdb_memory_limit=memory_limit,
+                   duckdb_temp_dir=Path(temp_dir).expanduser().resolve() if temp_dir else None)
 
     @property
     def landing_path(self) -> Path:
@@ -69,6 +79,20 @@ class Settings:
     @property
     def warehouse_path(self) -> Path:
         return self.data_dir / "warehouse.duckdb"
+
+
+def _check_memory_limit(value: str) -> None:
+    """A ConfigError naming LLMREC_DUCKDB_MEMORY_LIMIT unless DuckDB takes `value` as its memory_limit."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.execute("SET memory_limit = $v", {"v": value})
+    except duckdb.Error as exc:
+        why = str(exc).splitlines()[0].split("Error: ", 1)[-1]
+        raise ConfigError(f"LLMREC_DUCKDB_MEMORY_LIMIT={value!r}: {why}") from None
+    finally:
+        con.close()
 
 
 def _none_is_empty(value: Any) -> Any:

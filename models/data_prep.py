@@ -5,12 +5,14 @@ warm/cold flags. No Dagster here."""
 from __future__ import annotations
 
 import ast
+import concurrent.futures
 import hashlib
 import io
 import json
 import os
 import re
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,12 +39,23 @@ LANDING_PREFIX = "landing/"  # source_file of rows that came in through the land
 PARTIAL_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".filepart", ".incomplete")
 
 
-def connect(path: Path | str = ":memory:", read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """A warehouse connection with the tables in place and UTC as the session time zone."""
+def connect(path: Path | str = ":memory:", read_only: bool = False, memory_limit: str | None = None,
+            temp_directory: Path | str | None = None) -> duckdb.DuckDBPyConnection:
+    """A warehouse connection with the tables in place and UTC as the session time zone.
+
+    `memory_limit` ("4GB") and `temp_directory` (where DuckDB spills what does not fit) are DuckDB's
+    settings of those names, for the whole database (Settings: LLMREC_DUCKDB_MEMORY_LIMIT and
+    LLMREC_DUCKDB_TEMP_DIR); None keeps DuckDB's defaults: 80 % of the RAM, `<warehouse>.tmp`."""
     if path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(path), read_only=read_only)
     con.execute("SET TimeZone = 'UTC'")
+    if memory_limit is not None:
+        con.execute("SET memory_limit = $v", {"v": memory_limit})
+    # DuckDB refuses to switch its spill folder once it was used, even to the same one: set it only when it differs
+    if temp_directory is not None and str(temp_directory) != con.execute(
+            "SELECT current_setting('temp_directory')").fetchone()[0]:
+        con.execute("SET temp_directory = $v", {"v": str(temp_directory)})
     if not read_only:
         sql.run(con, "schema")
     return con
@@ -133,16 +146,21 @@ class _HashingReader(io.RawIOBase):
         return n
 
 
-def inspect_file(path: Path, encoding: str = "utf-8") -> FileContent:
+def inspect_file(path: Path, encoding: str = "utf-8",
+                 on_head: Callable[[str, str], None] | None = None) -> FileContent:
     """Tell what `path` holds from its bytes (never its name) and hash it. A gzip or zstd file is
     decompressed to its end in the same pass: DuckDB reads a truncated stream without a word, so
-    only this pass notices that rows are missing."""
+    only this pass notices that rows are missing. `on_head(kind, compression)` is called as soon as
+    the first bytes tell them, before the long part of the pass (not for a stream that does not
+    decompress that far: its FileContent tells the damage)."""
     with open(path, "rb") as f:
         head = f.read(_HEAD)
         f.seek(max(0, os.fstat(f.fileno()).st_size - 4))
         footer = f.read(4) == b"PAR1"
     outer = _kind(head, encoding, footer)
     if outer not in ("gzip", "zstd"):
+        if on_head is not None:
+            on_head(outer, "none")
         return FileContent(outer, "none", file_sha256(path))
     import pyarrow as pa  # only compressed files need it
 
@@ -152,6 +170,8 @@ def inspect_file(path: Path, encoding: str = "utf-8") -> FileContent:
         try:
             with pa.CompressedInputStream(pa.PythonFile(reader, mode="r"), outer) as stream:
                 first = stream.read(_HEAD)
+                if on_head is not None:
+                    on_head(_kind(first, encoding, False), outer)
                 while stream.read(1 << 20):
                     pass
         except (OSError, pa.ArrowException) as exc:
@@ -224,7 +244,8 @@ def _read_failure(ds: DatasetConfig, content: FileContent, exc: duckdb.Error) ->
 def _reading(ds: DatasetConfig, path: Path, content: FileContent) -> Iterator[None]:
     """Turn DuckDB's error for a file it cannot read into the one-line ConfigError (no traceback
     chained: the message says all there is). Bad lines of a readable file never get here: they
-    are rows of src_rejects or src_lines, quarantined later."""
+    are rows of src_rejects or src_lines, quarantined later. A line format's file is read when
+    its validation runs (src_lines is a view), so that runs inside this too."""
     try:
         yield
     except (duckdb.InvalidInputException, duckdb.ConversionException, duckdb.IOException) as exc:
@@ -312,16 +333,49 @@ def _timestamp_unit(ds: DatasetConfig) -> str:
     return ds.timestamp_unit or FORMATS[ds.format].timestamp_unit
 
 
-def _inspect(ds: DatasetConfig, path: Path) -> FileContent:
-    """What a source file holds; a file the dataset's format cannot read is a ConfigError here."""
-    content = inspect_file(path, _encoding(ds))
-    _check_readable(ds, path, content)
-    return content
+class _Inspection:
+    """inspect_file of one source file in a thread of its own, beside DuckDB's read of the file.
+    `head()` waits for what the first bytes tell (kind, compression; the sha256 is not known yet),
+    which is enough to read the file; `content()` waits for the full pass (sha256, a compressed
+    stream decompressed to its end). Either raises the ConfigError of a file the dataset's format
+    cannot read, or the OSError of one that could not be read at all."""
 
+    def __init__(self, ds: DatasetConfig, path: Path) -> None:
+        self.ds, self.path = ds, path
+        self._head: concurrent.futures.Future[FileContent] = concurrent.futures.Future()
+        self._full: concurrent.futures.Future[FileContent] = concurrent.futures.Future()
+        threading.Thread(target=self._run, name=f"inspect {path.name}", daemon=True).start()
 
-def _read_lines(con: duckdb.DuckDBPyConnection, ds: DatasetConfig, path: Path, content: FileContent) -> None:
-    with _reading(ds, path, content):
-        sql.run(con, "read_lines", path=str(path), encoding=_encoding(ds), compression=content.compression)
+    def _run(self) -> None:
+        try:
+            content = inspect_file(self.path, _encoding(self.ds), on_head=lambda kind, compression:
+                                   self._head.set_result(FileContent(kind, compression, sha256="")))
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            for f in (self._head, self._full):
+                if not f.done():
+                    f.set_exception(exc)
+            return
+        if not self._head.done():  # a stream damaged within its first bytes: the whole answer
+            self._head.set_result(content)
+        self._full.set_result(content)
+
+    def head(self) -> FileContent:
+        content = self._head.result()
+        _check_readable(self.ds, self.path, content)
+        return content
+
+    def content(self) -> FileContent:
+        content = self._full.result()
+        _check_readable(self.ds, self.path, content)
+        return content
+
+    def error(self) -> Exception | None:
+        """The file's own fault, once the full pass is done (None: it is readable)."""
+        try:
+            self.content()
+        except Exception as exc:  # noqa: BLE001
+            return exc
+        return None
 
 
 # --- Python dict literals: Amazon 2014 metadata is one `str(dict)` a line (single quotes), not JSON ---
@@ -398,12 +452,33 @@ def _project(con: duckdb.DuckDBPyConnection, ds: DatasetConfig, path: Path,
     con.execute(f"CREATE OR REPLACE TEMP TABLE src AS SELECT {', '.join(parts)}, source_row FROM src")
 
 
-def _stage_interactions(con: duckdb.DuckDBPyConnection, ds: DatasetConfig, path: Path, source_file: str,
+def _check_lines(con: duckdb.DuckDBPyConnection, ds: DatasetConfig, path: Path, source_file: str,
+                 content: FileContent, stage_sql: str, kind: str, **params: object) -> None:
+    """A line format's file (`kind` interactions or items) into temp table checked_<kind>. src_lines
+    (sql/read_lines.sql) and stage_<kind> (sql/<stage_sql>.sql) are views: the file is read,
+    numbered, parsed and checked in one streamed pass when sql/validate_<kind>.sql builds its
+    table, the one copy of the rows."""
+    with _reading(ds, path, content):
+        try:
+            sql.run(con, "read_lines", path=str(path), encoding=_encoding(ds), compression=content.compression,
+                    source_file=source_file)
+            sql.run(con, stage_sql)
+            sql.run(con, f"validate_{kind}", **params)
+        finally:  # the views read variables that the next file's read_lines sets: they go with their file
+            con.execute(f"DROP VIEW IF EXISTS stage_{kind}; DROP VIEW IF EXISTS src_lines")
+
+
+def _check_interactions(con: duckdb.DuckDBPyConnection, ds: DatasetConfig, path: Path, source_file: str,
                         content: FileContent) -> None:
-    """Fill temp table stage_interactions from one interaction file in the dataset's format."""
-    if FORMATS[ds.format].reader == "lines":
-        _read_lines(con, ds, path, content)
-        sql.run(con, FORMATS[ds.format].interactions_sql, source_file=source_file)
+    """Fill temp table checked_interactions from one interaction file in the dataset's format: its
+    rows in canonical columns (stage_interactions), typed, with the reason of each bad one."""
+    unit = _timestamp_unit(ds)
+    checks = {"rating_min": ds.rating_range[0], "rating_max": ds.rating_range[1], "timestamp_unit": unit,
+              "timestamp_unit_name": {"s": "Unix time in seconds",
+                                      "ms": "Unix time in milliseconds"}.get(unit, "date-time")}
+    fmt = FORMATS[ds.format]
+    if fmt.reader == "lines":
+        _check_lines(con, ds, path, source_file, content, fmt.interactions_sql, "interactions", **checks)
         return
     f = _fields(ds)
     cols = _read_table(con, ds, path, content)
@@ -411,16 +486,17 @@ def _stage_interactions(con: duckdb.DuckDBPyConnection, ds: DatasetConfig, path:
              {"user_id": f.get("user"), "item_id": f.get("item"), "rating": f.get("rating"),
               "ts": f.get("timestamp")}, required={"user_id", "item_id", "ts"})
     sql.run(con, "stage_table", source_file=source_file)
+    sql.run(con, "validate_interactions", **checks)
+    con.execute("DROP TABLE stage_interactions; DROP TABLE src")
 
 
-def _stage(con: duckdb.DuckDBPyConnection, ds: DatasetConfig, files: SourceFiles,
-           contents: dict[Path, FileContent]) -> None:
-    """Fill temp tables stage_interactions and stage_items from the dataset's files."""
-    _stage_interactions(con, ds, files.interactions, files.interactions.name, contents[files.interactions])
-    if FORMATS[ds.format].reader == "lines":
-        _read_lines(con, ds, files.items, contents[files.items])
+def _check_items(con: duckdb.DuckDBPyConnection, ds: DatasetConfig, files: SourceFiles,
+                 contents: dict[Path, FileContent]) -> None:
+    """Fill temp table checked_items from the dataset's item file (or its one file)."""
+    fmt = FORMATS[ds.format]
+    if fmt.reader == "lines":
         register_literal_udf(con)  # amazon2014's item SQL parses Python dict literals with it
-        sql.run(con, FORMATS[ds.format].items_sql, source_file=files.items.name)
+        _check_lines(con, ds, files.items, files.items.name, contents[files.items], fmt.items_sql, "items")
         return
     f = _fields(ds)
     cols = _read_table(con, ds, files.items, contents[files.items])
@@ -429,13 +505,8 @@ def _stage(con: duckdb.DuckDBPyConnection, ds: DatasetConfig, files: SourceFiles
              {"item_id": item_key, "title": f.get("title"), "year": f.get("year"),
               "categories": f.get("categories")}, required={"item_id", "title"})
     sql.run(con, "stage_table_items", source_file=files.items.name, separator=ds.categories_separator)
-
-
-def _validate_interactions(con: duckdb.DuckDBPyConnection, ds: DatasetConfig) -> None:
-    unit = _timestamp_unit(ds)
-    sql.run(con, "validate_interactions", rating_min=ds.rating_range[0], rating_max=ds.rating_range[1],
-            timestamp_unit=unit,
-            timestamp_unit_name={"s": "Unix time in seconds", "ms": "Unix time in milliseconds"}.get(unit, "date-time"))
+    sql.run(con, "validate_items")
+    con.execute("DROP TABLE stage_items; DROP TABLE src")
 
 
 @dataclass
@@ -458,14 +529,29 @@ class IngestReport:
 def ingest_dataset(con: duckdb.DuckDBPyConnection, ds: DatasetConfig) -> IngestReport:
     """Read a dataset's raw files into raw_interactions / raw_items; bad rows go to quarantine.
 
-    Parsing happens in temp tables; the swap of the dataset's rows is one transaction, so a crash
-    at any point leaves the warehouse as it was."""
+    Parsing happens in temp tables (a line format's file is streamed into the one its validation
+    builds: _check_lines); the swap of the dataset's rows is one transaction, so a crash at any
+    point leaves the warehouse as it was.
+
+    Each file is inspected by its bytes (sha256; a compressed stream decompressed to its end, the
+    one way to notice a truncated one) in a thread while DuckDB reads it. What a file holds is told
+    from its first bytes before any file is read, so a file the format cannot read fails before
+    minutes of parsing; the full pass is waited for before anything is committed, so a damaged file
+    fails the ingestion as it did when each file was inspected before any was read."""
     files = source_files(ds)
-    # every file is checked before any is read: a bad item file fails before minutes of parsing
-    contents = {p: _inspect(ds, p) for p in dict.fromkeys((files.interactions, files.items))}
-    _stage(con, ds, files, contents)
-    _validate_interactions(con, ds)
-    sql.run(con, "validate_items")
+    inspections = {p: _Inspection(ds, p) for p in dict.fromkeys((files.interactions, files.items))}
+    try:
+        heads = {p: i.head() for p, i in inspections.items()}
+        _check_interactions(con, ds, files.interactions, files.interactions.name, heads[files.interactions])
+        _check_items(con, ds, files, heads)
+        contents = {p: i.content() for p, i in inspections.items()}
+    except Exception:
+        # a file's own fault first, in file order, as if each file had been inspected before any
+        # was read: DuckDB says less about a damaged stream, and nothing about a truncated one
+        for inspection in inspections.values():
+            if (fault := inspection.error()) is not None:
+                raise fault from None
+        raise
     con.execute("BEGIN TRANSACTION")
     try:
         sql.run(con, "commit_raw", dataset=ds.name)
@@ -567,8 +653,7 @@ def ingest_landed(con: duckdb.DuckDBPyConnection, cfg: ProjectConfig, dataset: s
     if seen:
         return rep
     _check_readable(ds, path, content)
-    _stage_interactions(con, ds, path, LANDING_PREFIX + path.name, content)
-    _validate_interactions(con, ds)
+    _check_interactions(con, ds, path, LANDING_PREFIX + path.name, content)
     rep.rows_read = con.execute("SELECT count(*) FROM checked_interactions").fetchone()[0]
     rep.rows_loaded = con.execute("SELECT count(*) FROM checked_interactions WHERE reason IS NULL").fetchone()[0]
     rep.quarantined = dict(con.execute("SELECT reason, count(*) FROM checked_interactions WHERE reason IS NOT NULL "

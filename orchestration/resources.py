@@ -21,6 +21,10 @@ class ProjectResource(dg.ConfigurableResource):
     profile: str = "demo"
     landing_dir: str = ""  # empty: <data_dir>/landing
     train_pipes: bool = False
+    # DuckDB's memory_limit and spill folder for the warehouse (LLMREC_DUCKDB_MEMORY_LIMIT,
+    # LLMREC_DUCKDB_TEMP_DIR); empty: DuckDB's defaults (80 % of the RAM, <warehouse>.tmp)
+    duckdb_memory_limit: str = ""
+    duckdb_temp_dir: str = ""
     # another run may hold DuckDB's single-writer lock; wait this long for it before failing
     lock_wait_s: float = 600.0
 
@@ -28,7 +32,9 @@ class ProjectResource(dg.ConfigurableResource):
     def from_settings(cls, settings: Settings | None = None) -> "ProjectResource":
         s = settings or Settings.from_env()
         return cls(data_dir=str(s.data_dir), config_path=str(s.config_path), profile=s.profile,
-                   landing_dir=str(s.landing_path), train_pipes=s.train_pipes)
+                   landing_dir=str(s.landing_path), train_pipes=s.train_pipes,
+                   duckdb_memory_limit=s.duckdb_memory_limit or "",
+                   duckdb_temp_dir=str(s.duckdb_temp_dir) if s.duckdb_temp_dir else "")
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # tag the run with the processes running it, so a run killed with `kill -9` can be told
@@ -55,7 +61,9 @@ class ProjectResource(dg.ConfigurableResource):
         delay = 0.2
         while True:
             try:
-                return data_prep.connect(self.root / "warehouse.duckdb", read_only=read_only)
+                return data_prep.connect(self.root / "warehouse.duckdb", read_only=read_only,
+                                         memory_limit=self.duckdb_memory_limit or None,
+                                         temp_directory=self.duckdb_temp_dir or None)
             except duckdb.IOException as exc:
                 if "lock" not in str(exc).lower() or time.monotonic() > deadline:
                     raise

@@ -1,13 +1,14 @@
 -- Amazon Reviews 2018 review lines ({"reviewerID", "asin", "overall", "unixReviewTime", ...}); also the
 -- 2014 release's reviews_<Category>_5.json lines (format amazon2014: the same fields, strict JSON).
-CREATE OR REPLACE TEMP TABLE stage_interactions AS
+-- A view over src_lines (sql/read_lines.sql); a line is checked (is_json_object) and its fields
+-- taken in one call: two parses of it, not one per field.
+CREATE OR REPLACE TEMP VIEW stage_interactions AS
 WITH p AS (
-    SELECT line, source_row, TRY_CAST(line AS JSON) AS j
-    FROM src_lines WHERE line IS NOT NULL AND trim(line) <> '')
-SELECT json_extract_string(j, '$.reviewerID') AS user_id,
-       json_extract_string(j, '$.asin') AS item_id,
-       json_extract_string(j, '$.overall') AS rating,
-       json_extract_string(j, '$.unixReviewTime') AS ts,
-       $source_file AS source_file, source_row, line AS raw,
-       CASE WHEN j IS NULL OR json_type(j) <> 'OBJECT' THEN 'not a JSON object' END AS malformed
-FROM p;
+    SELECT *, is_json_object(line) AS ok FROM src_lines),
+f AS (
+    SELECT *, CASE WHEN ok THEN json_extract_string(line, ['$.reviewerID', '$.asin', '$.overall',
+                                                             '$.unixReviewTime']) END AS f
+    FROM p)
+SELECT f[1] AS user_id, f[2] AS item_id, f[3] AS rating, f[4] AS ts, source_file, source_row, line AS raw,
+       CASE WHEN NOT ok THEN 'not a JSON object' END AS malformed
+FROM f;
