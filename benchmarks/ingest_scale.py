@@ -6,9 +6,9 @@ What is measured
     ingest  data_prep.ingest_dataset on a fresh file warehouse, as the `raw_data` asset runs it:
             each file is told by its first bytes, then read by DuckDB while a thread inspects it
             (sha256, gzip decompressed to its end; joined before the commit), every line streamed
-            through the views of sql/read_lines.sql and sql/stage_amazon2018*.sql into the one
-            table sql/validate_*.sql builds (reasons for the bad lines), committed with the
-            quarantine (sql/commit_raw.sql), and the connection closed (DuckDB's checkpoint
+            through the views of sql/read_lines.sql, sql/stage_json_reviews.sql and
+            sql/stage_amazon2018_items.sql into the one table sql/validate_*.sql builds (reasons for
+            the bad lines), committed with the quarantine (sql/commit_raw.sql), and the connection closed (DuckDB's checkpoint
             writes the rows to the file). rows/s is review lines read per second of this phase.
     split   what the assets after it run, each on its own connection as they do: build_interactions
             (labels, duplicates, titles), build_domain (the whole dataset) and build_split to

@@ -453,7 +453,8 @@ def _project(con: duckdb.DuckDBPyConnection, ds: DatasetConfig, path: Path,
 
 
 def _check_lines(con: duckdb.DuckDBPyConnection, ds: DatasetConfig, path: Path, source_file: str,
-                 content: FileContent, stage_sql: str, kind: str, **params: object) -> None:
+                 content: FileContent, stage_sql: str, kind: str, stage_params: dict | None = None,
+                 **params: object) -> None:
     """A line format's file (`kind` interactions or items) into temp table checked_<kind>. src_lines
     (sql/read_lines.sql) and stage_<kind> (sql/<stage_sql>.sql) are views: the file is read,
     numbered, parsed and checked in one streamed pass when sql/validate_<kind>.sql builds its
@@ -462,7 +463,7 @@ def _check_lines(con: duckdb.DuckDBPyConnection, ds: DatasetConfig, path: Path, 
         try:
             sql.run(con, "read_lines", path=str(path), encoding=_encoding(ds), compression=content.compression,
                     source_file=source_file)
-            sql.run(con, stage_sql)
+            sql.run(con, stage_sql, **(stage_params or {}))
             sql.run(con, f"validate_{kind}", **params)
         finally:  # the views read variables that the next file's read_lines sets: they go with their file
             con.execute(f"DROP VIEW IF EXISTS stage_{kind}; DROP VIEW IF EXISTS src_lines")
@@ -478,7 +479,8 @@ def _check_interactions(con: duckdb.DuckDBPyConnection, ds: DatasetConfig, path:
                                       "ms": "Unix time in milliseconds"}.get(unit, "date-time")}
     fmt = FORMATS[ds.format]
     if fmt.reader == "lines":
-        _check_lines(con, ds, path, source_file, content, fmt.interactions_sql, "interactions", **checks)
+        _check_lines(con, ds, path, source_file, content, fmt.interactions_sql, "interactions", fmt.stage_params,
+                     **checks)
         return
     f = _fields(ds)
     cols = _read_table(con, ds, path, content)

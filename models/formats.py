@@ -1,7 +1,7 @@
 """The ingestion formats, one registry entry each: default file names, column names, encoding,
 timestamp unit and how the files are read. Adding a format is one entry here (plus, for a
-line-parsed format, its `sql/stage_<name>.sql` (or `reviews_like` a format whose review lines it
-shares) and `sql/stage_<name>_items.sql`) and its test in
+line-parsed format, its `sql/stage_<name>.sql` (or, for JSON review lines, their `review_paths`)
+and `sql/stage_<name>_items.sql`) and its test in
 tests/test_ingest_formats.py (amazon2014: tests/test_ingest_amazon2014.py). No Dagster here."""
 
 from __future__ import annotations
@@ -32,13 +32,18 @@ class IngestFormat:
     typed_headers: bool = False
     # what the text files hold, in words, for the error that a file the format cannot read gives
     text: str = "CSV"
-    # a line format whose review lines are another's: its interactions are staged by
-    # sql/stage_<this>.sql (its items still by its own sql/stage_<name>_items.sql)
-    reviews_like: str | None = None
+    # a JSON-lines format's paths of user, item, rating and time in a review line: its interactions
+    # are staged by sql/stage_json_reviews.sql (its items by its own sql/stage_<name>_items.sql)
+    review_paths: tuple[str, str, str, str] | None = None
 
     @property
     def interactions_sql(self) -> str:
-        return f"stage_{self.reviews_like or self.name}"
+        return "stage_json_reviews" if self.review_paths else f"stage_{self.name}"
+
+    @property
+    def stage_params(self) -> dict[str, object]:
+        """The bound parameters of its interactions' staging SQL."""
+        return {"paths": list(self.review_paths)} if self.review_paths else {}
 
     @property
     def items_sql(self) -> str:
@@ -50,6 +55,9 @@ class IngestFormat:
         text = f"{self.text} (plain, gzip or zstd)"
         return text if self.reader == "lines" else f"{text} or Parquet"
 
+
+# JSON paths of user, item, rating and time in an Amazon Reviews 2018 (and 2014) review line
+AMAZON2018_REVIEWS = ("$.reviewerID", "$.asin", "$.overall", "$.unixReviewTime")
 
 FORMATS: dict[str, IngestFormat] = {f.name: f for f in (
     IngestFormat("movielens_dat", "MovieLens `ratings.dat` / `movies.dat`: `::`-separated, latin-1, genres split on `|`",
@@ -70,15 +78,16 @@ FORMATS: dict[str, IngestFormat] = {f.name: f for f in (
                  "unixReviewTime` in `reviews_<Category>_5.json`; meta `asin, title, categories` (lists of category "
                  "paths, flattened) in `meta_<Category>.json`, one Python dict literal a line (or JSON)",
                  files={"interactions": "reviews_*.json*", "items": "meta_*.json*"}, reader="lines",
-                 text="JSON lines or Python dict literals", reviews_like="amazon2018"),
+                 text="JSON lines or Python dict literals", review_paths=AMAZON2018_REVIEWS),
     IngestFormat("amazon2018", "Amazon Reviews 2018: JSON lines `reviewerID, asin, overall, unixReviewTime`; "
                  "meta `asin, title, category`",
                  files={"interactions": "*.json*", "items": "meta_*.json*"}, reader="lines", meta_prefix="meta_",
-                 text="JSON lines"),
+                 text="JSON lines", review_paths=AMAZON2018_REVIEWS),
     IngestFormat("amazon2023", "Amazon Reviews 2023: JSON lines keyed by `parent_asin`, `timestamp` in ms; "
                  "meta `main_category` + `categories`",
                  files={"interactions": "*.jsonl*", "items": "meta_*.jsonl*"}, reader="lines", meta_prefix="meta_",
-                 timestamp_unit="ms", text="JSON lines"),
+                 timestamp_unit="ms", text="JSON lines",
+                 review_paths=("$.user_id", "$.parent_asin", "$.rating", "$.timestamp")),
     IngestFormat("table", "generic CSV or Parquet with a column mapping (`fields`); without `items` the titles come "
                  "from the interaction file; without `rating` every row is a positive",
                  fields={"user": "user_id", "item": "item_id", "rating": "rating", "timestamp": "timestamp",
