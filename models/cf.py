@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -396,6 +397,22 @@ def train_mf_bce(data: Interactions, cfg: MFConfig = MFConfig(),
     return _bce_model("mf", data, mf["user"].weight.detach().numpy(), mf["item"].weight.detach().numpy(), info)
 
 
+class _SymmetricSpMM(torch.autograd.Function):
+    """graph @ x for a constant symmetric sparse graph in CSR: the gradient is graph @ grad (its own
+    transpose), so autograd's generic sparse backward (a COO transpose and coalesce on every step) is
+    not needed. Same maths as torch.sparse.mm on COO; an epoch 1.4x faster on ML-1M `movies`, 1.65x on
+    `ml1m_loo`."""
+
+    @staticmethod
+    def forward(ctx, graph: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        ctx.graph = graph
+        return graph @ x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[None, torch.Tensor]:
+        return None, ctx.graph @ grad
+
+
 class LightGCN(torch.nn.Module):
     """He et al. 2020: ego embeddings propagated over the symmetric-normalised user-item graph of
     positive train edges, the mean over layers 0..L as each vector."""
@@ -410,16 +427,18 @@ class LightGCN(torch.nn.Module):
         adj = sp.bmat([[None, r], [r.T, None]], format="csr").astype(np.float32)
         deg = np.asarray(adj.sum(axis=1)).ravel()
         inv = np.power(deg, -0.5, out=np.zeros_like(deg), where=deg > 0).astype(np.float32)
-        norm = sp.diags(inv) @ adj @ sp.diags(inv)
-        norm = norm.tocoo()
-        self.graph = torch.sparse_coo_tensor(np.vstack([norm.row, norm.col]), norm.data, norm.shape,
-                                             check_invariants=False).coalesce()
+        norm = (sp.diags(inv) @ adj @ sp.diags(inv)).tocsr()
+        norm.sort_indices()
+        with warnings.catch_warnings():  # "sparse CSR support is in beta": sparse @ dense is all we use
+            warnings.simplefilter("ignore", UserWarning)
+            self.graph = torch.sparse_csr_tensor(norm.indptr.astype(np.int64), norm.indices.astype(np.int64),
+                                                 norm.data, norm.shape, check_invariants=False)
 
     def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.cat([self.user.weight, self.item.weight])
         layers = [x]
         for _ in range(self.layers):
-            x = torch.sparse.mm(self.graph, x)
+            x = _SymmetricSpMM.apply(self.graph, x)
             layers.append(x)
         out = torch.stack(layers).mean(0)
         return out[:self.n_users], out[self.n_users:]
@@ -447,6 +466,26 @@ def train_lightgcn(data: Interactions, p: LightGCNParams = LightGCNParams(), see
     return _bce_model("lightgcn", data, u.numpy(), i.numpy(), info)
 
 
+def _dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Inverted dropout as torch.nn.functional.dropout (each element zeroed with probability p, to
+    2^-31, the rest scaled by 1 / (1 - p)), its mask drawn as uniform 31-bit integers and applied by
+    one multiplication: forward and backward 2x faster than torch's bernoulli_ on CPU, where dropout
+    took 40 % of a SASRec epoch."""
+    if not training or p == 0:
+        return x
+    keep = torch.empty(x.shape, dtype=torch.int32, device=x.device).random_() >= round(p * 2 ** 31)
+    return x * (keep * (1.0 / (1.0 - p)))
+
+
+class _Dropout(torch.nn.Module):
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _dropout(x, self.p, self.training)
+
+
 class SASRec(torch.nn.Module):
     """Kang & McAuley 2018 as in CoLLM's code: item and position embeddings, causal self-attention
     blocks (pre-norm query, point-wise feed-forward), the last position's output as the sequence's
@@ -460,13 +499,13 @@ class SASRec(torch.nn.Module):
             self.item.weight[0].zero_()
         self.pos = torch.nn.Embedding(maxlen, p.dim)
         torch.nn.init.normal_(self.pos.weight, std=p.init_std, generator=gen)
-        self.drop = torch.nn.Dropout(p.dropout)
+        self.drop = _Dropout(p.dropout)
         block = lambda: torch.nn.ModuleDict({  # noqa: E731
             "attn_norm": torch.nn.LayerNorm(p.dim, eps=1e-8),
             "qkv": torch.nn.Linear(p.dim, 3 * p.dim), "out": torch.nn.Linear(p.dim, p.dim),
             "ffn_norm": torch.nn.LayerNorm(p.dim, eps=1e-8),
-            "ffn": torch.nn.Sequential(torch.nn.Linear(p.dim, p.dim), torch.nn.ReLU(), torch.nn.Dropout(p.dropout),
-                                       torch.nn.Linear(p.dim, p.dim), torch.nn.Dropout(p.dropout))})
+            "ffn": torch.nn.Sequential(torch.nn.Linear(p.dim, p.dim), torch.nn.ReLU(), _Dropout(p.dropout),
+                                       torch.nn.Linear(p.dim, p.dim), _Dropout(p.dropout))})
         self.blocks = torch.nn.ModuleList(block() for _ in range(p.blocks))
         self.last_norm = torch.nn.LayerNorm(p.dim, eps=1e-8)
         self.heads, self.attn_dropout = p.heads, p.dropout

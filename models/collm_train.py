@@ -81,7 +81,8 @@ def _train_one(ws: Workspace, domain: str, noun: str, prof: Profile, backbone: s
         f"validating on {len(va)}")
     identity = {"kind": "collm_cie", "variant": variant, "start": "base LLM" if variant == "t3" else backbone,
                 "cf_model": cf_name, "cf_sha256": data_prep.file_sha256(cf_path)}
-    res = lora_train.train(lm, tr, ty, va, vy, out, cfg, log=log, head=head, identity=identity)
+    # no validation before the first step: a CIE's random start is nothing any check or report compares with
+    res = lora_train.train(lm, tr, ty, va, vy, out, cfg, log=log, head=head, identity=identity, untrained=False)
     head.load_trained(out / "adapter")
     if peft is not None:
         from peft import set_peft_model_state_dict

@@ -94,8 +94,7 @@ def compare(test: pl.DataFrame, methods, pair_list: list[tuple[str, str, str]], 
 
             auc_pair = None
             if len(np.unique(y)) == 2:
-                auc_pair = stats.paired_bootstrap(lambda i, o: metrics._fast_auc(y[i], sa[i]),
-                                                  lambda i, o: metrics._fast_auc(y[i], sb[i]), u, samples, seed)
+                auc_pair = stats.paired_auc_bootstrap(y, sa, sb, u, samples, seed)
             record("auc", auc_pair, int(sel.sum()), "rows",
                    delong=stats.delong(y, sa, sb).as_dict() if auc_pair is not None else None)
             if not one_row_per_user:

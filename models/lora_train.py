@@ -414,7 +414,7 @@ def _open_checkpoint(ckpt: Path, fp: str, log: Callable[[str], None]) -> bool:
 def train(llm: LoadedLLM, train_prompts: Sequence[str] | Sequence[list[int]], train_labels: np.ndarray,
           valid_prompts: Sequence[str] | Sequence[list[int]], valid_labels: np.ndarray, out_dir: Path, c: TrainConfig,
           log: Callable[[str], None] = print, head: torch.nn.Module | None = None,
-          identity: dict | None = None, objective: Objective = YES) -> TrainResult:
+          identity: dict | None = None, objective: Objective = YES, untrained: bool = True) -> TrainResult:
     """Train a LoRA adapter on the objective (the Yes logit by default; `ANSWER`: the listwise answer's
     tokens, `train_labels`/`valid_labels` then being each sequence's answer start); the best one by
     validation (AUC, or loss) is saved in PEFT format under out_dir/adapter.
@@ -426,7 +426,10 @@ def train(llm: LoadedLLM, train_prompts: Sequence[str] | Sequence[list[int]], tr
 
     A checkpoint is resumed only by a run with the same fingerprint (`run_fingerprint`); any other
     is set aside. When a finished run with the same fingerprint left its adapter intact, it is
-    returned as it is (`reused`) instead of training again."""
+    returned as it is (`reused`) instead of training again.
+
+    `untrained`: validate once before the first step too (`untrained_valid`, what training has to
+    beat: the `beats_untrained` checks read it); False saves that pass where nothing reads it."""
     c = c.for_rows(len(train_prompts))
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
@@ -467,7 +470,7 @@ def train(llm: LoadedLLM, train_prompts: Sequence[str] | Sequence[list[int]], tr
         resumed_from = state["step"]
         log(f"resumed from {ckpt} at step {state['step']} (same fingerprint {fp[:12]})")
     saved_step = state["step"] if resumed_from is not None else None
-    if resumed_from is None and rank == 0:  # what training has to beat (the untrained model's validation)
+    if untrained and resumed_from is None and rank == 0:  # what training has to beat: the untrained validation
         state["untrained"] = objective.validate(head, llm, valid_ids, valid_labels)
     labels_t = torch.tensor(np.asarray(train_labels))
     lengths = np.array([len(t) for t in train_ids])

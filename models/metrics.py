@@ -137,7 +137,7 @@ def auc_estimate(users, labels, scores, samples: int = 1000, seed: int = 2023) -
     """AUC over the rows with a user-level interval (users resampled, each with all its rows:
     `models.stats`)."""
     y, s = np.asarray(labels), np.asarray(scores)
-    lo, hi = stats.user_bootstrap(lambda idx, own: _fast_auc(y[idx], s[idx]), users, samples, seed)
+    lo, hi = stats.percentile_interval(stats.auc_draws(y, s, users, samples, seed))
     return Estimate(auc(y, s), lo, hi, int(y.size))
 
 

@@ -171,7 +171,8 @@ def methods(ws: Workspace, domain: str) -> dict:
 def score_methods(ws: Workspace, cfg: ProjectConfig, domain: str, prof: Profile, base: llm_mod.LoadedLLM,
                   log: Callable[[str], None] = print) -> dict:
     """Every method on the profile's sample of test lists: greedy generation (as published) and the
-    candidate-likelihood ranking (ours), into scores/listwise.parquet. The file holds each list's
+    candidate-likelihood ranking (ours), both from one encoding of each prompt (`generate_and_rank`),
+    into scores/listwise.parquet. The file holds each list's
     candidates in prompt order and what each method did with them; which one is the target is left
     to the report (the only reader of test labels)."""
     dom = cfg.domains[domain]
@@ -183,11 +184,10 @@ def score_methods(ws: Workspace, cfg: ProjectConfig, domain: str, prof: Profile,
     for k, (method, how) in enumerate(todo.items(), 1):
         model = base if how is None else dense_model(ws, domain, prof, how, "listwise")
         t0 = time.perf_counter()
-        scores = _ranks_by_likelihood(model, test)
-        md[f"{method}/likelihood_s"] = round(time.perf_counter() - t0, 1)
-        t0 = time.perf_counter()
-        texts = listwise.generate(model, [e.prompt for e in test], prof.merge.max_new_tokens)
-        md[f"{method}/generate_s"] = round(time.perf_counter() - t0, 1)
+        texts, scores, lik_s = listwise.generate_and_rank(model, [e.prompt for e in test], [e.candidates for e in test],
+                                                          prof.merge.max_new_tokens)
+        md[f"{method}/likelihood_s"] = round(lik_s, 1)
+        md[f"{method}/generate_s"] = round(time.perf_counter() - t0 - lik_s, 1)
         for e, sc, text in zip(test, scores, texts):
             named, invalid = listwise.parse_generation(text, e.candidates)
             rows.append({"method": method, "row": e.row, "candidate_ids": e.candidate_ids,

@@ -1,14 +1,14 @@
 """Any decoder family, not only Llama: tiny random Llama, Qwen2, Mistral, Phi-3 (fused qkv), GPT-2
 (Conv1D layers, learned positions, the decoder under `transformer`) and OPT (the decoder under
 `model.decoder`) with SmolLM2's tokenizer train a LoRA, score with the shared-prefix cache (equal to
-the plain forward), run CoLLM's CIE, and merge two adapters into a dense model that scores as the
-mixture did."""
+the plain forward), rank listwise candidates from generate's cache, run CoLLM's CIE, and merge two
+adapters into a dense model that scores as the mixture did."""
 
 import numpy as np
 import pytest
 import torch
 
-from models import collm, llm, lora_train, merge, scorer
+from models import collm, listwise, llm, lora_train, merge, scorer
 from models.cf import CFModel
 from models.prompts import PromptBuilder
 
@@ -45,6 +45,19 @@ def test_each_family_trains_scores_runs_cie_and_merges(models_dir, tmp_path, fam
     fast = scorer.score(loaded, prompts, max_batch_tokens=200, min_shared_tokens=8)
     plain = scorer.score_reference(loaded, prompts)
     assert np.abs(fast - plain).max() < 1e-3, family
+
+    # RecCocktail's listwise scoring: the answers and candidate likelihoods from the greedy search's own
+    # cache equal generate's answers and one plain forward per candidate (left-padded batches)
+    cands = [f"Film {k}" + " and more" * (k % 3) for k in range(30)]
+    lw = [listwise.prompt_text(loaded.tokenizer, [f"Seen film {h}" for h in range(1 + 2 * j)], cands, listwise.Words())
+          for j in range(3)]
+    texts, liks, _ = listwise.generate_and_rank(loaded, lw, [cands] * 3, max_new_tokens=4, batch_size=2)
+    assert texts == listwise.generate(loaded, lw, 4, batch_size=2), family
+    for prompt, lik in zip(lw, liks):
+        ids = loaded.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        ref = listwise.candidate_loglik_reference(loaded, ids, [listwise.continuation_ids(loaded.tokenizer, t)
+                                                                for t in cands])
+        assert np.abs(lik - ref).max() < 1e-3, family
 
     # training: `auto` targets (PEFT's default for the family) and `all-linear`; two adapters to merge
     folders = {}

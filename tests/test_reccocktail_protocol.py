@@ -145,6 +145,27 @@ def test_candidate_likelihood_with_a_shared_cache_equals_separate_forwards(tiny)
     assert np.allclose(listwise.rank_candidates(tiny, prompt, titles), fast, atol=1e-6)
 
 
+def test_one_prompt_encoding_gives_the_answers_and_the_likelihoods(tiny, monkeypatch):
+    """generate_and_rank reuses generate's cache for the candidates: the same answers as `generate` and
+    the same likelihoods as `rank_candidates` on prompts of different lengths (left-padded batches)."""
+    tok = tiny.tokenizer
+    prompts, lists = [], []
+    for k in range(5):
+        titles = [f"Film {k}-{j}" + " and more" * ((j + k) % 3) + f" ({1950 + j})" for j in range(30)]
+        prompts.append(listwise.prompt_text(tok, [f"Seen film {h} (1990)" for h in range(1 + 2 * k)], titles,
+                                            listwise.Words()))
+        lists.append(titles)
+    assert len({len(tok(p)["input_ids"]) for p in prompts}) == 5
+    with monkeypatch.context() as m:  # the prompts are not encoded again (that is the fallback's path)
+        m.setattr(listwise, "candidate_loglik", lambda *a, **k: pytest.fail("the prompt was encoded again"))
+        texts, liks, lik_s = listwise.generate_and_rank(tiny, prompts, lists, max_new_tokens=6, batch_size=3,
+                                                        max_batch_tokens=100)
+    assert texts == listwise.generate(tiny, prompts, 6, batch_size=3) and all(texts)
+    for prompt, titles, lik in zip(prompts, lists, liks):
+        assert np.abs(lik - listwise.rank_candidates(tiny, prompt, titles)).max() < 1e-4
+    assert lik_s > 0
+
+
 def test_the_entropy_objective_by_hand(tiny):
     v = 7
     assert float(listwise.shannon_entropy(torch.zeros(v))) == pytest.approx(math.log(v), abs=1e-6)

@@ -27,6 +27,34 @@ def test_clusters_resample_keeps_each_users_rows_together():
     assert list(owner) == [0, 0, 0, 1, 1, 1, 2, 2]  # a user drawn twice is two users of the resample
 
 
+def test_the_vectorised_auc_bootstrap_equals_the_auc_of_each_resample():
+    """auc_draws (weights per drawn user, one sort) against the AUC computed on each resample's rows:
+    the same numbers, ties and one-class resamples (NaN) included, in blocks or not; and the paired
+    AUC comparison the report makes equals the generic paired bootstrap."""
+    rng = np.random.default_rng(7)
+    users, labels, scores = clustered(rng, n_users=40, rows_per_user=6)
+    scores = np.round(scores, 1)  # many ties
+    auc = lambda s: (lambda idx, own: metrics._fast_auc(labels[idx], s[idx]))  # noqa: E731
+    slow = stats.resampled(auc(scores), users, 300, seed=5)
+    for cells in (4_000_000, 500):  # one block; blocks of 2 resamples
+        fast = stats.auc_draws(labels, scores, users, 300, seed=5, max_cells=cells)
+        np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-12)
+    # two users: most resamples hold one label class
+    few = np.isin(users, [0, 1]) & ~((users == 0) & (labels == 0)) & ~((users == 1) & (labels == 1))
+    slow_few = stats.resampled(lambda idx, own: metrics._fast_auc(labels[few][idx], scores[few][idx]),
+                               users[few], 50, seed=2)
+    fast_few = stats.auc_draws(labels[few], scores[few], users[few], 50, seed=2)
+    assert np.isnan(slow_few).any() and not np.isnan(slow_few).all()
+    np.testing.assert_array_equal(np.isnan(fast_few), np.isnan(slow_few))
+    np.testing.assert_allclose(fast_few[~np.isnan(fast_few)], slow_few[~np.isnan(slow_few)], atol=1e-12)
+    other = scores + rng.normal(0, 0.5, scores.size)
+    generic = stats.paired_bootstrap(auc(scores), auc(other), users, 300, seed=5)
+    vector = stats.paired_auc_bootstrap(labels, scores, other, users, 300, seed=5)
+    for field in ("difference", "ci_low", "ci_high", "p"):
+        assert abs(getattr(vector, field) - getattr(generic, field)) < 1e-12, field
+    assert (vector.n_users, vector.n_rows, vector.resamples) == (generic.n_users, generic.n_rows, generic.resamples)
+
+
 def test_the_vectorised_mean_paths_equal_the_generic_ones():
     users, labels, scores = clustered(np.random.default_rng(5))
     hits = (scores > 0.5).astype(float)
