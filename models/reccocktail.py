@@ -172,9 +172,9 @@ def score_methods(ws: Workspace, cfg: ProjectConfig, domain: str, prof: Profile,
                   log: Callable[[str], None] = print) -> dict:
     """Every method on the profile's sample of test lists: greedy generation (as published) and the
     candidate-likelihood ranking (ours), both from one encoding of each prompt (`generate_and_rank`),
-    into scores/listwise.parquet. The file holds each list's
-    candidates in prompt order and what each method did with them; which one is the target is left
-    to the report (the only reader of test labels)."""
+    into scores/listwise.parquet. The file holds each list's candidates in prompt order and what
+    each method did with them; which one is the target is left to the report (the only reader of
+    test labels)."""
     dom = cfg.domains[domain]
     split = ws.read_split(domain)
     test = _examples(split, ws.titles(domain), "test", dom, cfg, prof, base.tokenizer, prof.listwise.test_rows)

@@ -126,7 +126,8 @@ def auc_draws(labels: np.ndarray, scores: np.ndarray, users: np.ndarray, samples
     was drawn, so its AUC is the rank formula with those multiplicities as row weights: with rows
     sorted by score once, per resample sum(positive weight x (negative weight below + half the
     negative weight tied)) / (positive weight x negative weight). Resamples go in blocks of at most
-    `max_cells` (resamples x rows) numbers. 30x faster than the loop on 7,331 rows."""
+    `max_cells` (resamples x rows) numbers. The demo's `movies` report (7,331 test rows, 18 methods)
+    took 8.6 s with it, 26 s with the loop."""
     clusters = Clusters.of(users)
     if clusters.n == 0 or samples <= 0:
         return np.empty(0)
