@@ -15,8 +15,8 @@ Scores must agree within 1e-3 (max abs difference) or the script exits non-zero.
 How to read: the lines `scoring_pointwise_speedup: <N>x` and `scoring_ranking30_speedup: <N>x`
 (CoLLM-style time / ours), `listwise_ranking_speedup_vs_independent: <N>x` and
 `listwise_ranking_speedup_vs_generate: <N>x` (their time / ours), `listwise_one_encoding_speedup: <N>x`
-(answer and ranking apart / both from the greedy search's cache, as `listwise_scores` runs them). Wall-clock on a shared machine:
-compare ratios.
+(answer and ranking apart / both from the greedy search's cache, as `listwise_scores` runs them).
+Wall-clock on a shared machine: compare ratios.
 
     python benchmarks/scoring.py [--model smollm2-135m-instruct] [--pointwise 64] [--users 8]
                                  [--generate-prompts 8] [--max-new-tokens 128] [--lists 4]
@@ -131,8 +131,8 @@ def main() -> int:
     (both_texts, both_lik, _), both_s = timed(lambda: listwise.generate_and_rank(
         llm, [e.prompt for e in lw], [e.candidates for e in lw], args.answer_tokens))
     bdiff = float(max(np.abs(a - b).max() for a, b in zip(lik, both_lik)))
-    print(f"listwise: answer + ranking from one encoding of each prompt {both_s:.2f} s against {lik_s + gen_lw_s:.2f} s "
-          f"apart; max |diff| {bdiff:.2e}; the same answers: {both_texts == texts}")
+    print(f"listwise: answer + ranking from one encoding of each prompt {both_s:.2f} s against "
+          f"{lik_s + gen_lw_s:.2f} s apart; max |diff| {bdiff:.2e}; the same answers: {both_texts == texts}")
     ldiff = max(ldiff, bdiff)
     if max(diff, gen_diff, rdiff, ldiff) > 1e-3:
         print(f"FAIL: scores differ by more than 1e-3 ({diff:.2e}, {gen_diff:.2e}, {rdiff:.2e}, {ldiff:.2e})")

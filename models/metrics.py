@@ -169,6 +169,7 @@ def ranking_estimate(ranks: np.ndarray, metric: str, k: int, samples: int = 1000
 
 
 def _fast_auc(y: np.ndarray, s: np.ndarray) -> float:
-    """Whole-split AUC by the rank formula (same value as roc_auc_score), for the bootstrap loop."""
+    """Whole-split AUC by the rank formula (same value as roc_auc_score): the AUC of one resample's
+    rows, what `stats.auc_draws` computes for all resamples at once (and is tested against)."""
     per_user, _ = per_user_auc(np.zeros(y.size, dtype=np.int64), y, s)
     return float(per_user[0]) if per_user.size else float("nan")
