@@ -200,9 +200,7 @@ def generate_and_rank(llm, prompts: Sequence[str], candidate_lists: Sequence[Seq
     generation). About 1.4x faster than the two apart on SmolLM2-135M (benchmarks/scoring.py)."""
     from transformers import DynamicCache
 
-    tok, dev = llm.tokenizer, llm.device
-    decoder, head = decoder_of(llm.model), llm.model.get_output_embeddings()
-    key = cache_kwarg(decoder)
+    tok = llm.tokenizer
     texts: list[str] = [""] * len(prompts)
     liks: list[np.ndarray] = [np.empty(0)] * len(prompts)
     lik_s = 0.0
@@ -224,9 +222,8 @@ def generate_and_rank(llm, prompts: Sequence[str], candidate_lists: Sequence[Seq
             # each candidate's first token (generate's own are after the model's logits processors)
             own = DynamicCache(ddp_cache_data=[(layer.keys[row:row + 1, :, width - n:width - 1],
                                                 layer.values[row:row + 1, :, width - n:width - 1]) for layer in layers])
-            last = decoder(input_ids=enc["input_ids"][row:row + 1, -1:], use_cache=True, **{key: own},
-                           position_ids=torch.tensor([[n - 1]], device=dev)).last_hidden_state
-            liks[k] = _loglik_after(llm, own, n, head(last[0, -1]), conts, max_batch_tokens)
+            next_logits = _next_logits(llm, own, enc["input_ids"][row:row + 1, -1:], n - 1)
+            liks[k] = _loglik_after(llm, own, n, next_logits, conts, max_batch_tokens)
         lik_s += time.perf_counter() - t0
     return texts, liks, lik_s
 
@@ -249,6 +246,16 @@ def _packed_mask(n_prefix: int, lengths: Sequence[int], device) -> torch.Tensor:
     pos = torch.arange(total)
     own = (seg[:, None] == seg[None, :]) & (pos[None, :] <= pos[:, None])
     return torch.cat([torch.ones(total, n_prefix, dtype=torch.bool), own], dim=1)[None, None].to(device)
+
+
+def _next_logits(llm, cache, ids: torch.Tensor, start: int) -> torch.Tensor:
+    """Run `ids` (1, m) at positions start.. into `cache` (which holds the `start` tokens before
+    them); the logits of the token after the last."""
+    decoder = decoder_of(llm.model)
+    positions = torch.arange(start, start + ids.shape[1], device=llm.device)[None]
+    last = decoder(input_ids=ids, position_ids=positions, use_cache=True,
+                   **{cache_kwarg(decoder): cache}).last_hidden_state
+    return llm.model.get_output_embeddings()(last[0, -1])
 
 
 def _loglik_after(llm, cache, n: int, next_logits: torch.Tensor, continuations: Sequence[list[int]],
@@ -298,12 +305,9 @@ def candidate_loglik(llm, prompt_ids: list[int], continuations: Sequence[list[in
     `max_batch_tokens` continuation tokens; the cache is cropped back to the prompt after each."""
     from transformers import DynamicCache
 
-    decoder = decoder_of(llm.model)
     cache = DynamicCache()
-    last = decoder(input_ids=torch.tensor([prompt_ids], device=llm.device), use_cache=True,
-                   **{cache_kwarg(decoder): cache}).last_hidden_state
-    return _loglik_after(llm, cache, len(prompt_ids), llm.model.get_output_embeddings()(last[0, -1]),
-                         continuations, max_batch_tokens)
+    next_logits = _next_logits(llm, cache, torch.tensor([prompt_ids], device=llm.device), 0)
+    return _loglik_after(llm, cache, len(prompt_ids), next_logits, continuations, max_batch_tokens)
 
 
 @torch.no_grad()
