@@ -110,9 +110,10 @@ def build_reccocktail_assets(cfg: ProjectConfig, lineage: _lineage.LLMLineage) -
                     "models/listwise_cocktail/<domain>/model, with every baseline (TIES, DARE by PEFT) in merge.json.",
     )(listwise_cocktail)
     scores = dg.asset(
-        name="listwise_scores", deps=[base, ingredient, mixed, "temporal_split"],
+        name="listwise_scores", deps=[base, ingredient, mixed, "temporal_split", "ranking_candidates"],
         code_version=lineage.code_version("listwise_scores", reccocktail, listwise), kinds={"pytorch"}, **domain,
-        description="Every merge method and the raw LLM on a seeded sample of test lists: greedy generation parsed "
-                    "on `||` (as published) and the candidate-likelihood ranking (ours): scores/listwise.parquet.",
+        description="Every merge method and the raw LLM on the evaluation sample's test lists (seeded users, the "
+                    "lists of `ranking_candidates`, which the CF models rank too): greedy generation parsed on `||` "
+                    "(as published) and the candidate-likelihood ranking (ours): scores/listwise.parquet.",
     )(listwise_scores)
     return [base, ingredient, mixed, scores]

@@ -10,7 +10,7 @@ import dagster as dg
 import polars as pl
 
 from assets import _lineage, _metadata as meta
-from models import base_spirit, data_prep, fingerprint, listwise_report, report
+from models import base_spirit, data_prep, fingerprint, listwise_report, report, sanity
 from models.config import PROJECT_ROOT, ProjectConfig
 from models.workspace import Workspace
 from orchestration.partitions import domain_partitions
@@ -18,7 +18,7 @@ from models.profiles import get_profile
 from orchestration.resources import ProjectResource
 
 CODE_VERSION = meta.code_version(report)
-CHECKS = ("report_complete", "metric_floors", "no_regression")
+CHECKS = ("report_complete", "metric_floors", "no_regression")  # gates (ERROR); the sanity guards WARN
 
 
 def latest_materialization(instance: dg.DagsterInstance, asset: str, partition: str | None, skip: int = 0):
@@ -28,26 +28,34 @@ def latest_materialization(instance: dg.DagsterInstance, asset: str, partition: 
     return records[skip].asset_materialization if len(records) > skip else None
 
 
-def _value(result: dict, method: str, subset: str, metric: str) -> float | None:
-    est = result.get(method, {}).get(subset, {}).get(metric)
+def _value(result: dict, frame: str, method: str, subset: str, metric: str) -> float | None:
+    est = result.get(frame, {}).get(method, {}).get(subset, {}).get(metric)
     v = None if est is None or est.get("not_applicable") else est["value"]
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
 
 
-def gate_results(result: dict, expected: list[str], floors: dict, previous: dict | None,
-                 tolerance: float) -> list[dg.AssetCheckResult]:
-    """The three audit gates on a finished report (pure function of its numbers)."""
-    missing = report.missing_metrics(result, expected)
+def _same_frames(payload: dict, previous: dict) -> list[str]:
+    """The frames of two reports that rest on the same rows (or lists): only they can be compared."""
+    now, before = payload.get("frames", {}), previous.get("frames", {})
+    return [f for f in now if f in before and now[f]["positions"] == before[f]["positions"]]
+
+
+def gate_results(payload: dict, floors: dict, previous: dict | None, tolerance: float) -> list[dg.AssetCheckResult]:
+    """The three audit gates on a finished report (pure function of its metrics.json `payload` and the
+    previous report's)."""
+    result = payload["metrics"]
+    missing = report.missing_metrics(result, payload["frames"])
     complete = dg.AssetCheckResult(
         check_name="report_complete", passed=not missing,
-        description="every method has every metric on every subset" if not missing else
+        description="every method has every metric on every subset of its frames" if not missing else
         f"{len(missing)} metric(s) missing or NaN: {'; '.join(missing[:10])}. A subset with one label "
         "class or no scored rows gives NaN: check the split sizes and that every method scored the test rows.",
         metadata={"missing": dg.MetadataValue.json(missing)})
     below = []
     for method, per_metric in floors.items():
         for metric, floor in per_metric.items():
-            v = _value(result, method, "all", metric)
+            frame = "all_lists" if "@" in metric else "all"
+            v = _value(result, frame, method, "all", metric)
             if v is None or v < float(floor):
                 below.append(f"{method} {metric} = {v if v is None else round(v, 4)} < floor {floor}")
     floor_check = dg.AssetCheckResult(
@@ -57,20 +65,37 @@ def gate_results(result: dict, expected: list[str], floors: dict, previous: dict
                      "a drop usually means a changed split or a training run that stopped early (see the "
                      "cf_embeddings metadata)."),
         metadata={"below": dg.MetadataValue.json(below), "floors": dg.MetadataValue.json(floors)})
-    drops = [f"{method}/{subset}/{metric}: {before:.4f} -> {now:.4f}"
-             for method, subsets in result.items() for subset, ms in subsets.items() for metric in ms
-             for now, before in [(_value(result, method, subset, metric),
-                                  _value(previous or {}, method, subset, metric))]
+    same = [] if previous is None else _same_frames(payload, previous)
+    drops = [f"{frame}/{method}/{subset}/{metric}: {before:.4f} -> {now:.4f}"
+             for frame in same for method, subsets in result[frame].items() for subset, ms in subsets.items()
+             for metric in ms
+             for now, before in [(_value(result, frame, method, subset, metric),
+                                  _value(previous["metrics"], frame, method, subset, metric))]
              if now is not None and before is not None and now < before - tolerance]
     regression = dg.AssetCheckResult(
         check_name="no_regression", passed=not drops,
         description=("first materialization of this partition: nothing to compare" if previous is None else
-                     f"no metric dropped by more than {tolerance}" if not drops else
+                     "no frame rests on the previous report's rows: nothing to compare" if not same else
+                     f"no metric dropped by more than {tolerance} (frames {', '.join(same)})" if not drops else
                      f"{len(drops)} metric(s) dropped by more than {tolerance} since the previous report: "
                      + "; ".join(drops[:10]) + ". Compare the lineage sections of the two reports to see "
                      "which input changed."),
         metadata={"drops": dg.MetadataValue.json(drops), "tolerance": tolerance})
     return [complete, floor_check, regression]
+
+
+def sanity_results(findings: list[dict]) -> list[dg.AssetCheckResult]:
+    """One WARN check per kind of sanity guard (models/sanity.py): what was found, in sentences."""
+    out = []
+    for check, passes in sanity.CHECKS.items():
+        found = [f["text"] for f in findings if f["check"] == check]
+        out.append(dg.AssetCheckResult(
+            check_name=check, passed=not found, severity=dg.AssetCheckSeverity.WARN,
+            description=passes if not found else
+            f"{len(found)} finding(s): " + "; ".join(found[:6]) + ". The report's \"Sanity checks\" lists them; "
+            "read these methods' numbers only after ruling out a bug.",
+            metadata={"findings": dg.MetadataValue.json(found)}))
+    return out
 
 
 def _lineage_of_inputs(context, ws: Workspace, domain: str, scores_lineage: list[dict]) -> list[dict]:
@@ -95,7 +120,8 @@ def _settings(context, project: ProjectResource, domain: str) -> dict:
             "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "run_id": context.run_id}
 
 
-def _previous_metrics(context, domain: str) -> dict | None:
+def _previous_report(context, domain: str) -> dict | None:
+    """The previous report's metrics.json (its snapshot), when it has this report's layout (frames)."""
     prev = latest_materialization(context.instance, "evaluation_report", domain)
     if not prev or "metrics_snapshot" not in prev.metadata:
         return None
@@ -103,7 +129,7 @@ def _previous_metrics(context, domain: str) -> dict | None:
     if record is None:
         context.log.warning(f"previous report snapshot {prev.metadata['metrics_snapshot'].value} is gone; "
                             "regression gate skipped")
-    return None if record is None else record["metrics"]
+    return record if record is not None and "frames" in record else None
 
 
 # adapter kind -> the asset that trains it (its training_rows.parquet is the overlap's input)
@@ -113,14 +139,12 @@ BASE_SPIRIT_ASSETS = {"base_spirit": "base_spirit_lora", "listwise_base_spirit":
 @meta.classify_failures
 def evaluation_report(context: dg.AssetExecutionContext, project: ProjectResource):
     domain, pcfg = context.partition_key, project.config
-    ev, ws = pcfg.evaluation, Workspace(project.root)
+    ev, ws, dom = pcfg.evaluation, Workspace(project.root), pcfg.domains[domain]
     test = ws.read_split(domain).filter(pl.col("split") == "test")
     methods, scores_lineage = report.load_scores(ws, domain, test.height, log=context.log.warning)
     overlaps = {kind: base_spirit.overlap_of(ws, pcfg, kind, domain)
-                for kind in ("base_spirit", "listwise_base_spirit") if pcfg.domains[domain].role != "general"}
-    lines, lw_metrics, lw_lineage = listwise_report.section(ws, domain, test, ev, pcfg.domains[domain].reference,
-                                                            get_profile(project.profile).model,
-                                                            log=context.log.warning)
+                for kind in ("base_spirit", "listwise_base_spirit") if dom.role != "general"}
+    lists, lw_lineage = listwise_report.load(ws, domain, test, log=context.log.warning)
     extra = {"base_spirit_overlap": {k: v for k, v in overlaps.items() if v is not None}}
     rows_files = [{"asset": BASE_SPIRIT_ASSETS[kind], "path": str(p), "sha256": data_prep.file_sha256(p),
                    "unpartitioned": True}
@@ -128,29 +152,28 @@ def evaluation_report(context: dg.AssetExecutionContext, project: ProjectResourc
     lineage = _lineage_of_inputs(context, ws, domain,
                                  scores_lineage + ([lw_lineage] if lw_lineage else []) + rows_files)
     sections = (base_spirit.overlap_markdown(extra["base_spirit_overlap"])
-                + report.pointwise_cocktail_note([m.name for m in methods]) + lines)
-    if lw_metrics:
-        extra["listwise"] = lw_metrics
+                + report.pointwise_cocktail_note([m.name for m in methods]))
+    backbone = get_profile(project.profile).model
     written = report.write_report(ws.reports_dir(domain), domain, test, methods, _settings(context, project, domain),
-                                  lineage, pcfg.domains[domain].reference, ev,
-                                  pcfg.domains[domain].split.protocol == "leave_one_out", context.run_id,
-                                  sections=sections, extra=extra)
-    checks = gate_results(written.result, [m.name for m in methods], (ev.get("floors") or {}).get(domain, {}),
-                          _previous_metrics(context, domain), float(ev["regression_tolerance"]))
-    headline = {f"listwise/{m}/{sub}/{k}": round(e[sub][k]["value"], 4) for m, e in lw_metrics.get("metrics", {}).items()
-                for sub in ("all", "warm", "cold") for k in e[sub] if k in ("generated_hr@1", "generated_ndcg@3")
-                or k.startswith("likelihood_ndcg@") if not math.isnan(e[sub][k]["value"])}
+                                  lineage, dom.reference, ev, dom.split.protocol == "leave_one_out", context.run_id,
+                                  sections=sections, extra=extra, listwise=lists or None, next_item=dom.listwise,
+                                  listwise_labels=listwise_report.LABELS,
+                                  listwise_published=listwise_report.published_markdown(dom.reference, backbone))
+    payload = written.payload
+    checks = gate_results(payload, (ev.get("floors") or {}).get(domain, {}), _previous_report(context, domain),
+                          float(ev["regression_tolerance"])) + sanity_results(payload["sanity"])
+    headline = report.headline_numbers(payload)
     headline.update({f"{kind}_overlap/{k}": v for kind, stats in extra["base_spirit_overlap"].items()
                      for k, v in stats.items()})
     yield dg.MaterializeResult(
         metadata={"report": dg.MetadataValue.md(meta.embed_images(written.markdown, written.report_path.parent)),
-                  **report.headline_numbers(written.result),
                   **headline,
                   "methods": len(methods), "test_rows": test.height,
+                  "frames": dg.MetadataValue.json({n: f["short"] for n, f in payload["frames"].items()}),
                   **meta.metadata_values({"report_path": written.report_path, "metrics_json": written.metrics_path,
                                           "metrics_snapshot": written.history_path,
-                                          "roc_png": Path(written.plots["roc"]),
-                                          "metrics_png": Path(written.plots["metrics"]), "lineage": lineage},
+                                          **{f"{k}_png": Path(v) for k, v in written.plots.items()},
+                                          "lineage": lineage},
                                          show_plots=False)},  # the report's Markdown shows them
         check_results=checks, data_version=dg.DataVersion(data_prep.file_sha256(written.metrics_path)[:16]))
 
@@ -182,17 +205,21 @@ def build_report_assets(cfg: ProjectConfig) -> list:
         name="evaluation_report", deps=["temporal_split", "ranking_candidates", *report.SCORE_SOURCES,
                                         "listwise_scores", *BASE_SPIRIT_ASSETS.values()],
         partitions_def=domain_partitions(cfg), **common,
-        check_specs=[dg.AssetCheckSpec(name, asset="evaluation_report") for name in CHECKS],
-        description="Every method by AUC, UAUC, NDCG, HR@k and NDCG@k on all / warm / cold test rows with 95 % "
-                    "user-level bootstrap intervals; paired comparisons (bootstrap and DeLong) and the papers' claims "
-                    "with their verdicts; RecCocktail's listwise table (generated and likelihood HR/NDCG, warm and "
-                    "cold, the base spirit's overlap) where listwise_scores ran; ROC and metric plots; report.md and metrics.json in `reports/<domain>/` "
-                    "with the lineage of every input, the exact settings and the environment (libraries, device, "
-                    "dtype, git commit).",
+        check_specs=[dg.AssetCheckSpec(name, asset="evaluation_report") for name in CHECKS]
+        + [dg.AssetCheckSpec(name, asset="evaluation_report", description=text)
+           for name, text in sanity.CHECKS.items()],
+        description="Every method on one frame per domain (the evaluation sample: seeded users with all their rows, "
+                    "every method; all rows and all lists for the CF models; RecCocktail's lists, ranked by the LLM "
+                    "and the CF models alike): AUC, UAUC, NDCG, HR@k and NDCG@k with chance levels and 95 % "
+                    "user-level intervals; the papers' claims as Holm-adjusted paired tests with their verdicts, "
+                    "the paired comparisons, sanity guards (WARN checks); ROC, metric and paired plots; report.md and "
+                    "metrics.json in `reports/<domain>/` with the lineage of every input, the exact settings and the "
+                    "environment (libraries, device, dtype, git commit).",
     )(evaluation_report)
     summary = dg.asset(
         name="evaluation_summary", deps=[domain_report], **common,
-        description="One table of every domain's report: AUC and UAUC per method on all / warm / cold rows; "
+        description="Every domain's report on its comparison frame (named per row): AUC, UAUC and NDCG per "
+                    "method, the list metrics where lists were ranked, and every domain's claims with their verdicts; "
                     "reports/summary.md, summary.json and summary.png.",
     )(evaluation_summary)
     return [domain_report, summary]

@@ -22,7 +22,6 @@ import time
 import warnings
 
 import numpy as np
-import polars as pl
 import torch
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import roc_auc_score

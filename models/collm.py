@@ -161,10 +161,10 @@ def encode_rows(head: CoLLMHead, tokenizer, rows, titles: dict[str, str], text: 
 
 
 def examples(head: CoLLMHead, tokenizer, split, titles: dict[str, str], text: PromptBuilder, ids: PromptBuilder,
-             part: str, limit: int | float | None, seed: int = 2023, with_labels: bool = True):
+             part: str, limit: int | float | None, seed: int = 2023, with_labels: bool = True, by_user: bool = False):
     """(token ids, labels, positions within `part`, used_id_prompt) on the rows `sample_rows` picks
-    (the same rows the text-only methods score with the same limit and seed)."""
-    chosen, positions = sample_rows(split, part, limit, seed)
+    (the same rows the text-only methods score with the same limit, seed and `by_user`)."""
+    chosen, positions = sample_rows(split, part, limit, seed, by_user)
     cols = ["user_id", "item_id", "history_item_ids"] + (["ts"] if "ts" in chosen.columns else [])
     toks, used = encode_rows(head, tokenizer, chosen.select(cols).iter_rows(), titles, text, ids)
     return toks, (chosen["label"].to_numpy() if with_labels else None), positions, used

@@ -107,11 +107,11 @@ def train_and_score(ws: Workspace, domain: str, noun: str, prof: Profile, log: C
             log(f"{method}: skipped (no pointwise cocktail: the config has no general domain)")
             continue
         head, lm, res, text, ids = _train_one(ws, domain, noun, prof, backbone, cf_name, variant, method, log)
-        te, _, rows, used = collm.examples(head, lm.tokenizer, split, titles, text, ids, "test", prof.test_rows,
-                                           with_labels=False)
+        te, _, rows, used = collm.examples(head, lm.tokenizer, split, titles, text, ids, "test", prof.test_users,
+                                           with_labels=False, by_user=True)
         t0 = time.perf_counter()
         point = scorer.score_ids(lm, te, embed=head.embed)
-        rank_rows = ranking_rows(rows, prof.ranking_users)
+        rank_rows = ranking_rows(test["user_id"].to_numpy(), rows, prof.ranking_users)
         groups = [collm.candidate_tokens(head, lm.tokenizer, test["user_id"][r], test["history_item_ids"][r],
                                          cands["candidates"][r], titles, text, ids, ts=test["ts"][r])
                   for r in rank_rows.tolist()]

@@ -347,19 +347,26 @@ class Evaluation(_FileModel):
                                                          "items the user never interacted with")
     ranking_k: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)] = Field(
         [1, 3, 5], description="the k of HR@k and NDCG@k; each at most `ranking_negatives` + 1")
-    bootstrap_samples: int = Field(1000, ge=1, description="resamples for the 95 % intervals")
+    bootstrap_samples: int = Field(1000, ge=1, description="resamples for each method's 95 % interval")
+    test_resamples: int = Field(10000, ge=19, description=(
+        "resamples of every paired test (claims and paired comparisons): with m tests in a family Holm's strictest "
+        "level is 0.05 / m, and the smallest p-value B resamples can give is 1 / (B + 1)"))
+    noninferiority_margin: float = Field(0.02, ge=0, description=(
+        "a \"≥\" (no worse) claim is tested against minus this margin, in the metric's units: reproduced when the "
+        "difference lies significantly above -margin"))
     seed: int = Field(2023, description="seed of the candidate sampling and the bootstrap")
     regression_tolerance: float = Field(0.01, ge=0, description="the regression gate fails when a metric drops "
                                                                 "by more than this")
     min_subset_rows: int = Field(20, ge=1, description=(
-        "a subset with fewer test rows is reported as not applicable, and so is an estimate that rests on "
-        "fewer of its own scored rows, users with both labels (UAUC) or ranked lists (a method that scored "
-        "a sample); UAUC is not applicable under leave-one-out, where each user has one test row"))
+        "the least rows, users with both labels (UAUC, NDCG) or lists an estimate rests on; a bootstrap interval and "
+        "a paired test need this many users too; a warm or cold subset is shown apart from \"all\" only when it "
+        "has this many rows and leaves this many out"))
     floors: _Named[_Named[_Named[Annotated[float, Field(ge=0, le=1)]]]] = Field(
         default_factory=dict, json_schema_extra={"doc_type": "domain -> method -> metric -> number"},
         description=("the floor gate: minimum on all test rows, e.g. `movies: {mf: {auc: 0.64}}`; domains of "
                      "this file, methods of the report (`mf`, `reccocktail`, `collm_mf`, ...), metrics `auc`, "
-                     "`uauc`, `user_ndcg`, `hr@k`, `ndcg@k` for k in `ranking_k`"))
+                     "`uauc`, `user_ndcg`, `hr@k`, `ndcg@k` for k in `ranking_k`; read on the `all` frame (the "
+                     "methods that scored every test row, or every list)"))
 
     @classmethod
     def cross_checks(cls, raw: dict) -> Iterator[Problem]:

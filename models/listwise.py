@@ -79,15 +79,20 @@ def _histories(split: pl.DataFrame, history_length: int) -> dict[tuple[str, str,
 
 def build_examples(split: pl.DataFrame, titles: dict[str, str], part: str, tokenizer, words: Words,
                    history_length: int, n_negatives: int = 29, seed: int = 2023, limit: int | float | None = None,
-                   max_prompt_tokens: int | None = None, n_items: int = 5) -> list[ListExample]:
-    """The listwise examples of a seeded sample of one split part (`models.prompts.sample_rows`):
-    history = the user's earlier items, the last `history_length`; candidates = the target and
-    `n_negatives` seeded items the user never interacted with, shuffled; the answer as published."""
+                   max_prompt_tokens: int | None = None, n_items: int = 5, by_user: bool = False,
+                   candidate_lists: pl.DataFrame | None = None) -> list[ListExample]:
+    """The listwise examples of a seeded sample of one split part (`models.prompts.sample_rows`; with
+    `by_user`, `limit` counts users): history = the user's earlier items, the last `history_length`;
+    candidates = the target and `n_negatives` seeded items the user never interacted with, shuffled;
+    the answer as published. `candidate_lists` (the `ranking_candidates` table: `row`, `candidates`
+    with the target first) gives the lists instead of drawing them: the test lists every method of
+    the report ranks, the CF models included."""
     from models.candidates import sample_candidates
     from models.prompts import sample_rows
 
-    chosen, positions = sample_rows(split, part, limit, seed)
-    cands = sample_candidates(split, n_negatives, seed, part=part, positions=positions)
+    chosen, positions = sample_rows(split, part, limit, seed, by_user)
+    cands = candidate_lists if candidate_lists is not None else \
+        sample_candidates(split, n_negatives, seed, part=part, positions=positions)
     lists = dict(zip(cands["row"].to_list(), cands["candidates"].to_list()))
     hist = _histories(split.filter(pl.col("user_id").is_in(chosen["user_id"].unique().implode())), history_length)
     out = []

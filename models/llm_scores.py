@@ -1,6 +1,7 @@
 """Yes-logit scores of the untrained LLM and of every merge method (models/merge.py MERGE_METHODS:
-base spirit only, ingredient only = TALLRec, equal weights, task arithmetic, RecCocktail) on a
-seeded sample of test rows and candidate lists. Test labels are not read here. No Dagster here."""
+base spirit only, ingredient only = TALLRec, equal weights, task arithmetic, RecCocktail) on the
+evaluation sample (seeded users, all of their test rows: models/frames.py) and the candidate lists of
+`ranking_candidates`. Test labels are not read here. No Dagster here."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import polars as pl
 from models import llm as llm_mod, merge, prompts as prompt_mod, scorer
 from models.adapters import builder
 from models.cocktail import dense_model, fixed_weights, skipped
+from models.frames import sample_positions
 from models.profiles import Profile
 from models.progress import Progress
 from models.workspace import Workspace, write_scores
@@ -28,10 +30,13 @@ def score_names() -> tuple[str, ...]:
     return (UNTRAINED, *(m.score_name for m in merge.MERGE_METHODS.values()))
 
 
-def ranking_rows(rows: np.ndarray, ranking_users: int | None) -> np.ndarray:
-    """The seeded sample of scored test rows whose candidate lists are ranked (labels are not read)."""
-    n_rank = len(rows) if ranking_users is None else min(len(rows), int(ranking_users))
-    return np.sort(np.random.default_rng(2023).choice(rows, n_rank, replace=False))
+def ranking_rows(test_users: np.ndarray, rows: np.ndarray, ranking_users: int | None) -> np.ndarray:
+    """The scored test rows whose candidate lists are also ranked: every row of the first
+    `ranking_users` users of the evaluation sample's draw (`models.frames`; labels are not read).
+    `test_users`: the user of each test row."""
+    if ranking_users is None:
+        return np.asarray(rows)
+    return np.intersect1d(rows, sample_positions(test_users, int(ranking_users)))
 
 
 def methods(ws: Workspace, domain: str) -> dict[str, dict | Path | None]:
@@ -51,11 +56,12 @@ def score_methods(ws: Workspace, domain: str, noun: str, prof: Profile, base: ll
     `base` is the untrained LLM, loaded once by the caller for every domain of a run."""
     split, titles, split_sha = ws.read_split(domain), ws.titles(domain), ws.split_sha256(domain)
     build = builder(base, noun, prof.max_prompt_tokens)
-    point_p, _, rows = prompt_mod.examples(split, titles, build, "test", prof.test_rows, with_labels=False)
+    point_p, _, rows = prompt_mod.examples(split, titles, build, "test", prof.test_users, with_labels=False,
+                                           by_user=True)
     test = split.filter(pl.col("split") == "test")
     cands = ws.candidates(domain)
     hist = test["history_item_ids"].to_list()
-    rank_rows = ranking_rows(rows, prof.ranking_users)
+    rank_rows = ranking_rows(test["user_id"].to_numpy(), rows, prof.ranking_users)
     groups = [[build([titles[i] for i in hist[r]], titles[c]) for c in cands["candidates"][int(r)]] for r in rank_rows]
     out_rows, md, done = [], {}, {}
     todo = methods(ws, domain)
@@ -75,5 +81,6 @@ def score_methods(ws: Workspace, domain: str, noun: str, prof: Profile, base: ll
         progress.update(k, method)
     path = ws.scores_path(domain, "llm")
     digest = write_scores(path, out_rows, split_sha)
-    return {**md, "test_rows_scored": len(rows), "ranking_lists_scored": len(rank_rows), "test_rows": test.height,
+    return {**md, "test_users_scored": int(test[rows.tolist()]["user_id"].n_unique()), "test_rows_scored": len(rows),
+            "ranking_lists_scored": len(rank_rows), "test_rows": test.height,
             "methods": list(todo), "scores_path": path, "scores_sha256": digest}

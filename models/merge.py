@@ -33,7 +33,7 @@ import torch
 from pydantic import Field, PositiveFloat, PositiveInt
 from safetensors.torch import load_file
 
-from models import fingerprint, metrics
+from models import fingerprint
 from models.strict import Strict
 from models.progress import Progress
 

@@ -98,27 +98,67 @@ def user_ndcg(users: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> floa
     return float(per_user.mean()) if per_user.size else float("nan")
 
 
-def target_ranks(target_scores: np.ndarray, negative_scores: np.ndarray) -> np.ndarray:
-    """0-based rank of each target among its candidates. A negative that ties the target ranks
-    above it (the pessimistic rule), so a constant scorer cannot look good."""
+@dataclass(frozen=True)
+class Ranks:
+    """Where each list's target stands among its candidates: `above` candidates score strictly
+    higher, `tied` score the same. The report's one tie policy is random tie-breaking, by its
+    expectation: the target's 0-based rank is `above + U`, U uniform on 0..tied, and every ranking
+    metric is the expected value over those orders (AUC's half credit for ties and CoLLM's NDCG with
+    tied rows sharing their discounts are the same expectation). A constant scorer therefore gets
+    exactly the chance level, never 0 (ties ranked last) nor 1 (ties ranked first)."""
+
+    above: np.ndarray
+    tied: np.ndarray
+
+    @classmethod
+    def exact(cls, ranks) -> "Ranks":
+        """Ranks without ties (an ordered generation)."""
+        r = np.asarray(ranks, dtype=np.int64)
+        return cls(r, np.zeros_like(r))
+
+    def __len__(self) -> int:
+        return int(np.asarray(self.above).size)
+
+    def __getitem__(self, index) -> "Ranks":
+        return Ranks(np.asarray(self.above)[index], np.asarray(self.tied)[index])
+
+
+def target_ranks(target_scores: np.ndarray, negative_scores: np.ndarray) -> Ranks:
+    """Each target's standing among its list's other candidates (`Ranks`: higher and tied)."""
     t = np.asarray(target_scores, dtype=np.float64)[:, None]
-    return (np.asarray(negative_scores, dtype=np.float64) >= t).sum(axis=1)
+    neg = np.asarray(negative_scores, dtype=np.float64)
+    return Ranks((neg > t).sum(axis=1), (neg == t).sum(axis=1))
 
 
-def ranking_values(ranks: np.ndarray, metric: str, k: int) -> np.ndarray:
-    """Each list's HR@k (1 when the target is in the top k) or NDCG@k (one relevant item per list:
-    1/log2(rank + 2) when it is in the top k); the metrics are their means."""
-    r = np.asarray(ranks)
+def _discount(metric: str, position: int) -> float:
     if metric == "hr":
-        return (r < k).astype(np.float64)
-    return np.where(r < k, 1.0 / np.log2(r + 2.0), 0.0)
+        return 1.0
+    if metric == "ndcg":
+        return 1.0 / np.log2(position + 2.0)
+    raise ValueError(f"unknown ranking metric {metric!r}: hr or ndcg")
 
 
-def hit_rate_at_k(ranks: np.ndarray, k: int) -> float:
+def ranking_values(ranks: Ranks, metric: str, k: int) -> np.ndarray:
+    """Each list's expected HR@k (the target in the top k) or NDCG@k (one relevant item per list:
+    1/log2(rank + 2) in the top k) under random tie-breaking: the mean over the `tied + 1` equally
+    likely positions `above .. above + tied`. The metrics are the means over lists."""
+    above, tied = np.asarray(ranks.above, dtype=np.int64), np.asarray(ranks.tied, dtype=np.int64)
+    total = np.zeros(above.shape, dtype=np.float64)
+    for position in range(int(k)):
+        total += ((above <= position) & (position <= above + tied)) * _discount(metric, position)
+    return total / (tied + 1.0)
+
+
+def chance_level(n_candidates: int, metric: str, k: int) -> float:
+    """HR@k or NDCG@k of a random ranking of `n_candidates` (a constant scorer under random tie-breaking)."""
+    return float(ranking_values(Ranks(np.array([0]), np.array([n_candidates - 1])), metric, k)[0])
+
+
+def hit_rate_at_k(ranks: Ranks, k: int) -> float:
     return float(ranking_values(ranks, "hr", k).mean()) if len(ranks) else float("nan")
 
 
-def ndcg_at_k(ranks: np.ndarray, k: int) -> float:
+def ndcg_at_k(ranks: Ranks, k: int) -> float:
     return float(ranking_values(ranks, "ndcg", k).mean()) if len(ranks) else float("nan")
 
 
@@ -158,7 +198,7 @@ def user_ndcg_estimate(users, labels, scores, samples: int = 1000, seed: int = 2
     return _per_user_estimate(per_user_ndcg(users, labels, scores)[0], samples, seed)
 
 
-def ranking_estimate(ranks: np.ndarray, metric: str, k: int, samples: int = 1000, seed: int = 2023,
+def ranking_estimate(ranks: Ranks, metric: str, k: int, samples: int = 1000, seed: int = 2023,
                      users: np.ndarray | None = None) -> Estimate:
     """HR@k or NDCG@k over ranked lists, with users resampled (each with all its lists; `users`
     None: one list per user, as under leave-one-out)."""

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
 
 import yaml
-from pydantic import AfterValidator, BaseModel, Field, NonNegativeInt, PositiveInt, create_model, model_validator
+from pydantic import AfterValidator, BaseModel, Field, NonNegativeInt, PositiveInt, model_validator
 
 from models.cf import CF_MODELS
 from models.collm import VARIANTS
@@ -84,7 +84,9 @@ class ListwiseSettings(Strict):
     train_rows: RowCount = Field(None, description="train lists per target domain for its ingredient; null: all")
     few_shot_rows: PositiveInt = Field(64, description="train lists of a cold-start domain's few-shot ingredient")
     valid_rows: RowCount = Field(64, description="validation lists per domain for the adapters' validation loss")
-    test_rows: RowCount = Field(None, description="seeded sample of test lists every method is scored on; null: all")
+    test_users: RowCount = Field(None, description="the listwise evaluation sample: how many test users (a seeded "
+                                 "draw, each with its test list) every method ranks, the CF models on the same lists; "
+                                 "a fraction of the users, or null: all")
     train: TrainOverrides = Field(default_factory=TrainOverrides, description="changes to `train` for both listwise "
                                                                               "adapters")
     base_spirit: TrainOverrides = Field(default_factory=TrainOverrides, description="then for the base spirit")
@@ -105,9 +107,12 @@ class Profile(Strict):
                                                                      "null: every domain")
     train_rows_per_domain: RowCount = Field(None, description="train rows per domain the adapters see; null: all")
     valid_rows: RowCount = Field(64, description="validation rows per domain (count, or fraction of valid)")
-    test_rows: RowCount = Field(None, description="seeded sample of test rows the LLM methods score; null: all")
-    ranking_users: Optional[NonNegativeInt] = Field(None, description="how many of the scored test rows also get "
-                                                                      "their candidate list ranked; null: all")
+    test_users: RowCount = Field(None, description="the evaluation sample: how many test users (a seeded draw, "
+                                 "each with all of their test rows) the LLM methods score; a fraction of the users, "
+                                 "or null: all")
+    ranking_users: Optional[NonNegativeInt] = Field(None, description="how many of the sampled users (the first of "
+                                                                      "the same draw) also get the candidate lists "
+                                                                      "of their test rows ranked; null: all of them")
     train: TrainConfig = Field(default_factory=TrainConfig, description="LoRA training (PROTOCOLS section 3)")
     base_spirit: AdapterKind = Field(default_factory=AdapterKind, description="the base spirit's differences")
     ingredient: AdapterKind = Field(default_factory=AdapterKind, description="the ingredients' differences")
@@ -155,12 +160,12 @@ class Profile(Strict):
         if stage == "cocktail":
             return {**common, "merge": self.merge.model_dump(mode="json")}
         if stage == "llm_scores":
-            return {**common, "test_rows": self.test_rows, "ranking_users": self.ranking_users}
+            return {**common, "test_users": self.test_users, "ranking_users": self.ranking_users}
         if stage == "collm":
             return {**common, "collm": self.collm.model_dump(mode="json"),
                     "train": self.collm_train().model_dump(mode="json"),
                     "train_rows_per_domain": self.train_rows_per_domain, "valid_rows": self.valid_rows,
-                    "test_rows": self.test_rows, "ranking_users": self.ranking_users}
+                    "test_users": self.test_users, "ranking_users": self.ranking_users}
         if stage.startswith("listwise_"):
             lw = self.listwise.model_dump(mode="json", exclude={"train", "base_spirit", "ingredient", "domains", "merge"})
             out = {"model": self.model, "listwise": lw}
@@ -260,8 +265,9 @@ def profiles_markdown() -> str:
     from models.strict import schema_markdown
 
     shipped = load_profiles([PROFILES_FILE])
-    rows = ["| profile | model | steps (base spirit / ingredient / CIE) | batch | valid rows | test rows | lists | "
-            "LLM domains | listwise steps (base spirit / ingredient), batch, test lists | listwise domains | what for |",
+    rows = ["| profile | model | steps (base spirit / ingredient / CIE) | batch | valid rows | test users | users with "
+            "lists | LLM domains | listwise steps (base spirit / ingredient), batch, test users | listwise domains | "
+            "what for |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
     every = lambda v: "all" if v is None else v  # noqa: E731
     domains = lambda v: "all" if v is None else (", ".join(v) or "none")  # noqa: E731
@@ -272,9 +278,9 @@ def profiles_markdown() -> str:
                                                        p.collm_train()))
         lw = [p.listwise_train(k) for k in ("base_spirit", "ingredient")]
         lw_steps = " / ".join(f"{t.epochs:g} epochs" if t.epochs else str(t.max_steps) for t in lw)
-        rows.append(f"| `{name}` | `{p.model}` | {steps} | {batch(p.train)} | {p.valid_rows} | {every(p.test_rows)} "
+        rows.append(f"| `{name}` | `{p.model}` | {steps} | {batch(p.train)} | {p.valid_rows} | {every(p.test_users)} "
                     f"| {every(p.ranking_users)} | {domains(p.llm_domains)} | {lw_steps}, {batch(lw[1])}, "
-                    f"{every(p.listwise.test_rows)} | {domains(p.listwise.domains)} | {p.description} |")
+                    f"{every(p.listwise.test_users)} | {domains(p.listwise.domains)} | {p.description} |")
     return "\n".join(rows) + "\n\n" + schema_markdown(ProfilesFile)
 
 

@@ -73,14 +73,20 @@ class PromptBuilder:
         return text
 
 
-def sample_rows(split, part: str, limit: int | float | None, seed: int = 2023):
+def sample_rows(split, part: str, limit: int | float | None, seed: int = 2023, by_user: bool = False):
     """(rows, positions within `part`) of one split part on a fixed seeded subsample: `limit` rows
-    (int), a fraction of them (float <= 1), or all (None). Every method scoring a part with the same
-    limit and seed gets the same rows."""
+    (int), a fraction of them (float <= 1), or all (None). With `by_user`, `limit` counts users and
+    every row of each drawn user is kept (`models.frames.sample_users`: the test part's evaluation
+    sample). Every method scoring a part with the same limit and seed gets the same rows."""
     import numpy as np
     import polars as pl
 
+    from models.frames import sample_positions
+
     rows = split.filter(pl.col("split") == part)
+    if by_user:
+        positions = sample_positions(rows["user_id"].to_numpy(), limit, seed)
+        return rows[positions.tolist()], positions
     n = rows.height
     take = n if limit is None else (round(n * limit) if isinstance(limit, float) and limit <= 1 else min(n, int(limit)))
     positions = np.sort(np.random.default_rng(seed).choice(n, take, replace=False)) if take < n else np.arange(n)
@@ -88,10 +94,12 @@ def sample_rows(split, part: str, limit: int | float | None, seed: int = 2023):
 
 
 def examples(split, titles: dict[str, str], build: PromptBuilder, part: str, limit: int | float | None,
-             seed: int = 2023, with_labels: bool = True) -> tuple[list[str], "np.ndarray | None", "np.ndarray"]:
+             seed: int = 2023, with_labels: bool = True,
+             by_user: bool = False) -> tuple[list[str], "np.ndarray | None", "np.ndarray"]:
     """(prompts, labels, row positions within `part`) for the rows `sample_rows` picks. Scoring test
-    rows passes with_labels=False: only the report reads test labels."""
-    chosen, positions = sample_rows(split, part, limit, seed)
+    rows passes with_labels=False (only the report reads test labels) and by_user=True (the
+    evaluation sample is whole users)."""
+    chosen, positions = sample_rows(split, part, limit, seed, by_user)
     prompts = [build([titles[i] for i in hist], title)
                for hist, title in chosen.select("history_item_ids", "title").iter_rows()]
     return prompts, (chosen["label"].to_numpy() if with_labels else None), positions

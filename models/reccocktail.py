@@ -37,10 +37,10 @@ def words(dom: DomainConfig) -> listwise.Words:
 
 
 def _examples(split: pl.DataFrame, titles: dict, part: str, dom: DomainConfig, cfg: ProjectConfig, prof: Profile,
-              tokenizer, limit, seed: int = 2023) -> list[listwise.ListExample]:
+              tokenizer, limit, seed: int = 2023, **sample) -> list[listwise.ListExample]:
     return listwise.build_examples(split, titles, part, tokenizer, words(dom), cfg.listwise_history_length,
                                    int(cfg.evaluation["ranking_negatives"]), seed, limit,
-                                   prof.listwise.max_prompt_tokens)
+                                   prof.listwise.max_prompt_tokens, **sample)
 
 
 def _encode(tokenizer, examples: list[listwise.ListExample]) -> tuple[list[list[int]], np.ndarray]:
@@ -115,12 +115,14 @@ def _ranks_by_likelihood(llm: llm_mod.LoadedLLM, examples: list[listwise.ListExa
 
 
 def select_ndcg(llm: llm_mod.LoadedLLM, examples: list[listwise.ListExample]) -> float:
-    """Mean NDCG@5 of the candidate-likelihood ranking: the merge's selection metric (validation labels)."""
+    """Mean NDCG@5 of the candidate-likelihood ranking: the merge's selection metric (validation labels),
+    with the report's tie policy."""
     from models import metrics
 
     scores = _ranks_by_likelihood(llm, examples)
-    ranks = np.array([int((s >= s[e.target]).sum()) - 1 for s, e in zip(scores, examples)])
-    return metrics.ndcg_at_k(ranks, SELECT_K)
+    ranks = [metrics.target_ranks(s[[e.target]], np.delete(s, e.target)[None, :]) for s, e in zip(scores, examples)]
+    return metrics.ndcg_at_k(metrics.Ranks(np.concatenate([r.above for r in ranks]),
+                                           np.concatenate([r.tied for r in ranks])), SELECT_K)
 
 
 def listwise_plan(ws: Workspace, cfg: ProjectConfig, domain: str, prof: Profile,
@@ -170,14 +172,17 @@ def methods(ws: Workspace, domain: str) -> dict:
 
 def score_methods(ws: Workspace, cfg: ProjectConfig, domain: str, prof: Profile, base: llm_mod.LoadedLLM,
                   log: Callable[[str], None] = print) -> dict:
-    """Every method on the profile's sample of test lists: greedy generation (as published) and the
+    """Every method on the evaluation sample's test lists (the profile's `listwise.test_users`, each
+    user's lists from `ranking_candidates`, the ones the CF models rank too): greedy generation (as published) and the
     candidate-likelihood ranking (ours), both from one encoding of each prompt (`generate_and_rank`),
     into scores/listwise.parquet. The file holds each list's candidates in prompt order and what
     each method did with them; which one is the target is left to the report (the only reader of
     test labels)."""
     dom = cfg.domains[domain]
     split = ws.read_split(domain)
-    test = _examples(split, ws.titles(domain), "test", dom, cfg, prof, base.tokenizer, prof.listwise.test_rows)
+    # the evaluation sample's users and the domain's one set of candidate lists (`ranking_candidates`)
+    test = _examples(split, ws.titles(domain), "test", dom, cfg, prof, base.tokenizer, prof.listwise.test_users,
+                     by_user=True, candidate_lists=ws.candidates(domain))
     todo = methods(ws, domain)
     rows, md = [], {}
     progress = Progress(f"{domain}: {len(test)} listwise test lists", len(todo), log, unit="methods", every_s=0)
@@ -199,4 +204,5 @@ def score_methods(ws: Workspace, cfg: ProjectConfig, domain: str, prof: Profile,
                                     "invalid_items": pl.Int64, "text": pl.Utf8})
     path = ws.scores_path(domain, "listwise")
     digest = write_parquet_atomic(df.with_columns(pl.lit(ws.split_sha256(domain)).alias("split_sha256")), path)
-    return {**md, "test_lists_scored": len(test), "methods": list(todo), "scores_path": path, "scores_sha256": digest}
+    return {**md, "test_lists_scored": len(test), "test_users_scored": len({e.user_id for e in test}),
+            "methods": list(todo), "scores_path": path, "scores_sha256": digest}

@@ -18,7 +18,7 @@ is the same as scipy's `method="percentile"`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -155,9 +155,15 @@ def auc_draws(labels: np.ndarray, scores: np.ndarray, users: np.ndarray, samples
 
 @dataclass(frozen=True)
 class Paired:
-    """metric(a) - metric(b) on the same rows, its user-level bootstrap interval and two-sided
-    p-value: twice the share of resamples on the far side of 0 from the observed difference, with
-    the +1 correction, so that p is never 0 from finitely many resamples and identical scores give 1."""
+    """metric(a) - metric(b) on the same rows with its paired user-level bootstrap test.
+
+    The test centres the bootstrap distribution of the difference on the observed difference, which
+    is the distribution under the null shifted to the estimate: p is the share of resamples that
+    deviate from the observed difference at least as far as the observed difference lies from the
+    null value (0, or -margin for a non-inferiority claim), with the +1 correction, so p = 1 exactly
+    when the observed difference equals the null value and p is never 0. The interval is the
+    matching symmetric one, the difference +- the critical deviation, so that p <= 1 - level exactly
+    when the interval excludes the null value. `se` is the resamples' standard deviation."""
 
     difference: float
     ci_low: float
@@ -166,20 +172,69 @@ class Paired:
     n_users: int
     n_rows: int
     resamples: int
+    se: float = float("nan")
+    null: float = 0.0
+    # the resampled differences, kept in memory (not in metrics.json) to test the same comparison
+    # against another null value (`shifted`)
+    draws: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict:
         return {"difference": self.difference, "ci_low": self.ci_low, "ci_high": self.ci_high, "p": self.p,
-                "n_users": self.n_users, "n_rows": self.n_rows, "resamples": self.resamples}
+                "n_users": self.n_users, "n_rows": self.n_rows, "resamples": self.resamples, "se": self.se,
+                "null": self.null}
 
 
-def _paired(observed: float, d: np.ndarray, n_users: int, n_rows: int, level: float) -> Paired:
+# below this a difference is a rounding error of two equal metrics, not a difference
+ZERO = 1e-12
+
+
+def centred_test(observed: float, d: np.ndarray, n_users: int, n_rows: int, level: float = 0.95,
+                 null: float = 0.0) -> Paired:
+    """`Paired` from the observed difference and its bootstrap resamples `d` (NaN resamples dropped)."""
+    d = np.asarray(d, dtype=np.float64)
     d = d[~np.isnan(d)]
+    nan = float("nan")
     if d.size == 0 or np.isnan(observed):
-        return Paired(float(observed), float("nan"), float("nan"), float("nan"), n_users, n_rows, int(d.size))
-    lo, hi = percentile_interval(d, level)
-    below, above = int((d <= 0).sum()), int((d >= 0).sum())
-    p = min(1.0, 2 * min(below + 1, above + 1) / (d.size + 1))
-    return Paired(float(observed), lo, hi, float(p), n_users, n_rows, int(d.size))
+        return Paired(float(observed), nan, nan, nan, n_users, n_rows, int(d.size), nan, null)
+    deviation = np.sort(np.abs(d - observed))
+    distance = abs(observed - null)
+    count = d.size if distance < ZERO else int((deviation >= distance - ZERO).sum())
+    p = (1 + count) / (d.size + 1)
+    # p <= alpha  <=>  count <= K  <=>  distance > deviation[B - K - 1] (0-based, ascending)
+    k = int(np.floor((1 - level) * (d.size + 1) + ZERO)) - 1
+    half = float(deviation[d.size - k - 1]) if 0 <= k < d.size else float("inf")
+    return Paired(float(observed), float(observed) - half, float(observed) + half, float(p), n_users, n_rows,
+                  int(d.size), float(d.std()), null, d)
+
+
+def shifted(paired: Paired, null: float, level: float = 0.95) -> Paired:
+    """The same comparison tested against another null value (a non-inferiority margin)."""
+    draws = np.empty(0) if paired.draws is None else paired.draws
+    return centred_test(paired.difference, draws, paired.n_users, paired.n_rows, level, null)
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (NaN: not a test, left out of the family
+    and left NaN): sorted ascending, the i-th (from 0) of m is multiplied by m - i, then made
+    non-decreasing and capped at 1. Controls the family-wise error rate under any dependence."""
+    p = np.asarray(p_values, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    tested = np.flatnonzero(~np.isnan(p))
+    m = tested.size
+    running = 0.0
+    for rank, i in enumerate(tested[np.argsort(p[tested], kind="stable")]):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out
+
+
+def minimum_detectable_effect(se: float, family_size: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest true distance from the null that a two-sided test at Holm's strictest threshold
+    (alpha / family size) finds with the given power, for a difference whose standard error is `se`
+    (normal approximation): (z_{1 - alpha / 2m} + z_power) * se."""
+    if np.isnan(se) or family_size < 1:
+        return float("nan")
+    return float((sps.norm.ppf(1 - alpha / (2 * family_size)) + sps.norm.ppf(power)) * se)
 
 
 def paired_bootstrap(stat_a: Stat, stat_b: Stat, users: np.ndarray, samples: int = 1000, seed: int = 2023,
@@ -190,7 +245,7 @@ def paired_bootstrap(stat_a: Stat, stat_b: Stat, users: np.ndarray, samples: int
     every, codes = np.arange(users.size), Clusters.of(users).codes
     observed = stat_a(every, codes) - stat_b(every, codes)
     d = resampled(lambda idx, own: stat_a(idx, own) - stat_b(idx, own), users, samples, seed)
-    return _paired(observed, d, int(np.unique(users).size), int(users.size), level)
+    return centred_test(observed, d, int(np.unique(users).size), int(users.size), level)
 
 
 def paired_auc_bootstrap(labels: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray, users: np.ndarray,
@@ -201,7 +256,7 @@ def paired_auc_bootstrap(labels: np.ndarray, scores_a: np.ndarray, scores_b: np.
     users = np.asarray(users)
     observed = auc(labels, scores_a) - auc(labels, scores_b)
     d = auc_draws(labels, scores_a, users, samples, seed) - auc_draws(labels, scores_b, users, samples, seed)
-    return _paired(observed, d, int(np.unique(users).size), int(users.size), level)
+    return centred_test(observed, d, int(np.unique(users).size), int(users.size), level)
 
 
 def paired_mean_bootstrap(values_a: np.ndarray, values_b: np.ndarray, users: np.ndarray, samples: int = 1000,
@@ -209,7 +264,8 @@ def paired_mean_bootstrap(values_a: np.ndarray, values_b: np.ndarray, users: np.
     """The same for a metric that is a mean of per-row (per-list, per-user) values: all resamples at once."""
     diff = np.asarray(values_a, np.float64) - np.asarray(values_b, np.float64)
     observed = float(diff.mean()) if diff.size else float("nan")
-    return _paired(observed, _mean_draws(diff, users, samples, seed), int(np.unique(users).size), int(diff.size), level)
+    return centred_test(observed, _mean_draws(diff, users, samples, seed), int(np.unique(users).size), int(diff.size),
+                        level)
 
 
 @dataclass(frozen=True)

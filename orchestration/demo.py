@@ -30,7 +30,7 @@ def listwise_domains(cfg, chosen) -> list[str]:
 def report_checks(result, counts: dict[str, int]) -> None:
     """Print every check of a run that did not pass: a gate (ERROR severity: report complete, metric
     floors, no regression) as failed, a WARN check (a model that does not beat the untrained LLM on
-    validation) as a warning; `counts` adds them up for the closing line."""
+    validation; a report's sanity guards) as a warning; `counts` adds them up for the closing line."""
     for check in result.get_asset_check_evaluations():
         if check.passed:
             continue
@@ -102,9 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'domain':<12} {'role':<10} {'train':>8} {'valid':>8} {'test':>8} {'test not_cold':>14} {'test warm':>10}")
     for r in rows:
         print(f"{r[0]:<12} {r[1]:<10} {r[2]:>8} {r[3]:>8} {r[4]:>8} {r[5]:>14} {r[6]:>10}")
-    print(f"\n[demo] done in {time.perf_counter() - t0:.1f} s; gates failed: {counts['gates']}; warnings "
-          f"(models not beating the untrained LLM on validation): {counts['warnings']}; warehouse: "
-          f"{settings.warehouse_path}")
+    print(f"\n[demo] done in {time.perf_counter() - t0:.1f} s; gates failed: {counts['gates']}; warnings (WARN "
+          f"checks: models not beating the untrained LLM, the reports' sanity guards): {counts['warnings']}; "
+          f"warehouse: {settings.warehouse_path}")
     print(f"[demo] splits: {settings.data_dir / 'domains'}/<domain>/split.parquet")
     print(f"[demo] reports: {settings.data_dir / 'reports'}/<domain>/report.md; "
           f"summary: {settings.data_dir / 'reports' / 'summary.md'}")

@@ -18,7 +18,7 @@ class LLMRunConfig(dg.Config):
 
     overrides: dict[str, Any] = Field(
         default={}, description="profile fields to change for this run, nested as in config/profiles.yaml, e.g. "
-                                "{train: {lr: 0.0005, max_steps: 50}, test_rows: 500}; checked against the profile "
+                                "{train: {lr: 0.0005, max_steps: 50}, test_users: 50}; checked against the profile "
                                 "schema, recorded in the materialization's metadata (profile_overrides)")
 
 

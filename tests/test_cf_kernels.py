@@ -45,3 +45,23 @@ def test_sasrec_dropout_has_torchs_distribution_and_scaling():
     a = cf._dropout(x, 0.2, True)
     torch.manual_seed(1)
     assert torch.equal(a, cf._dropout(x, 0.2, True))  # seeded by torch's generator, as nn.Dropout
+
+
+def test_every_cf_model_gives_the_same_vectors_for_the_same_seed():
+    """A report rerun on the same split must show the same numbers (the regression gate compares
+    them): implicit's BPR is Hogwild SGD, so it trains on one thread; ALS and the torch models are
+    deterministic as they are."""
+    import polars as pl
+
+    rng = np.random.default_rng(3)
+    n = 3000
+    users, items = rng.integers(0, 120, n), rng.integers(0, 80, n)
+    part = np.where(np.arange(n) < 2400, "train", np.where(np.arange(n) < 2700, "valid", "test"))
+    split = pl.DataFrame({"user_id": [f"u{u}" for u in users], "item_id": [f"i{i}" for i in items],
+                          "label": (rng.random(n) < 0.6).astype(np.int64), "ts": np.arange(n), "split": part})
+    data = cf.Interactions.from_split(split)
+    for name in ("als", "bpr", "mf"):
+        params = {"mf": {"max_epochs": 5, "dim": 8}}.get(name, {})
+        a, b = (cf.train_model(name, data, params, seed=7) for _ in range(2))
+        np.testing.assert_array_equal(a.user_factors, b.user_factors, err_msg=name)
+        np.testing.assert_array_equal(a.item_factors, b.item_factors, err_msg=name)

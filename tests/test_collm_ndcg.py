@@ -5,7 +5,7 @@ import numpy as np
 import polars as pl
 from sklearn.metrics import ndcg_score
 
-from models import metrics, report
+from models import frames, metrics, report
 
 
 def test_user_ndcg_equals_sklearn_user_by_user():
@@ -36,9 +36,11 @@ def test_every_pointwise_method_gets_ndcg_on_every_subset():
                          "warm": rng.random(n) < 0.5, "not_cold": rng.random(n) < 0.7})
     good = report.MethodScores("good", test["label"].to_numpy() + rng.normal(scale=0.8, size=n))
     noise = report.MethodScores("noise", rng.normal(size=n))
-    res = report.evaluate(test, [good, noise], bootstrap_samples=50)
+    (frame,) = report.row_frames(test, [good, noise]).values()
+    subsets = frames.subsets(frame, report.subset_masks(test), 20)
+    res = report.evaluate_rows(frame, subsets, test, {"good": good, "noise": noise}, 50, 2023, 20, False)
     for m in ("good", "noise"):
-        for s in report.SUBSETS:
+        for s in frames.SUBSETS:
             est = res[m][s]["user_ndcg"]
             assert est["n"] > 0 and est["ci_low"] <= est["value"] <= est["ci_high"]
     assert res["good"]["all"]["user_ndcg"]["value"] > res["noise"]["all"]["user_ndcg"]["value"]

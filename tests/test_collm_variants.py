@@ -148,11 +148,12 @@ def test_every_variant_and_source_reaches_the_report(every_variant):
     expected = {"collm_mf", "collm_lightgcn", "collm_sasrec", "collm_mf_t1", "collm_lightgcn_t1", "collm_mf_t2",
                 "collm_lightgcn_t2", "collm_mf_t3", "collm_lightgcn_t3", "collm_sasrec_t3", "lightgcn", "sasrec",
                 "ensemble_mf_tallrec", "ensemble_mf_collm_mf"}
-    assert expected <= set(payload["metrics"])
-    assert not {"collm_sasrec_t1", "collm_sasrec_t2"} & set(payload["metrics"])
+    sample = payload["metrics"]["sample"]
+    assert expected <= set(sample)
+    assert not {"collm_sasrec_t1", "collm_sasrec_t2"} & set(sample)
     for m in expected:
         for k in ("auc", "uauc", "user_ndcg"):
-            assert payload["metrics"][m]["all"][k]["n"] > 0, (m, k)
+            assert sample[m]["all"][k]["n"] > 0, (m, k)
     (ev,) = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "collm_cie"]
     md = {k: v.value for k, v in ev.materialization.metadata.items()}
     assert {md[f"{m}/variant"] for m in expected if m.startswith("collm_")} == set(collm.VARIANTS)
@@ -199,8 +200,9 @@ def test_known_means_trained_for_every_cf_source(model_path):
 
 def test_the_report_tests_each_claim_and_its_verdict_follows_the_interval(every_variant):
     """The smoke run's report: the paired comparisons a reader asks (CoLLM-X against TALLRec and X, the
-    cocktail against each merge baseline, every trained model against the untrained LLM), user-level
-    intervals, and each claim's verdict read from its interval (models/comparisons.py)."""
+    cocktail against each merge baseline, every trained model against the untrained LLM) on the
+    evaluation sample, Holm-adjusted; each claim's verdict read from its Holm-adjusted p and the side
+    of its null value (models/comparisons.py)."""
     settings, _ = every_variant
     reports = settings.data_dir / "reports"
     payload = json.loads((reports / "shop" / "metrics.json").read_text())
@@ -208,22 +210,34 @@ def test_the_report_tests_each_claim_and_its_verdict_follows_the_interval(every_
     assert {("collm_mf", "ingredient_tallrec"), ("collm_mf", "mf"), ("collm_sasrec_t3", "sasrec"),
             ("reccocktail", "ingredient_tallrec"), ("reccocktail", "base_spirit"), ("reccocktail", "ties"),
             ("ingredient_tallrec", "llm_untrained"), ("collm_mf_t2", "llm_untrained")} <= pairs
+    assert {c["frame"] for c in payload["comparisons"]} <= {"sample", "sample_lists"}
+    family = [c for c in payload["comparisons"] if c.get("shown") and not c.get("not_applicable")]
+    assert family and all("p_holm" in c and c["p_holm"] >= c["p"] for c in family)
     for c in payload["comparisons"]:
         assert c["subset"] in ("all", "warm", "cold")
         if not c.get("not_applicable"):
-            assert c["ci_low"] <= c["difference"] <= c["ci_high"] or c["ci_low"] == c["ci_high"], c
-            assert 0 < c["p"] <= 1
+            assert c["ci_low"] <= c["difference"] <= c["ci_high"], c
+            assert 0 < c["p"] <= 1 and c["resamples"] == 10000
+            assert (c["p"] <= 0.05) == (c["ci_low"] > 0 or c["ci_high"] < 0), c  # p agrees with the interval
     assert payload["claims"], "the smoke report has the methods of several claims"
     for c in payload["claims"]:
-        expected = ("not testable" if c.get("not_applicable") else "reproduced" if c["ci_low"] > 0
-                    else "contradicted" if c["ci_high"] < 0 else "inconclusive")
+        if c["verdict"] == "not testable":
+            assert c["not_testable"]
+            continue
+        significant = c["p_holm"] <= 0.05
+        expected = ("reproduced" if significant and c["difference"] > c["null"] else
+                    "contradicted" if significant else "inconclusive")
         assert c["verdict"] == expected, c
+        assert c["null"] == (-0.02 if c["relation"] == ">=" else 0.0) and c["mde"] > 0
     text = (reports / "shop" / "report.md").read_text()
-    assert "## Claims" in text and "## Paired comparisons" in text and "user-level" in text
+    head = "\n".join(text.splitlines()[:30])
+    assert "**Claims**" in head and "| claim | frame | verdict |" in head  # the headline first
+    assert "## Paired comparisons" in text and "user-level" in text and "Holm" in text
     assert "![roc](roc.png)" in text  # the plots are linked, so report.md shows them outside the UI too
     defs = build_definitions(Settings(settings.data_dir, settings.config_path, "variants"))
     assert summarize(defs, dg.DagsterInstance.ephemeral()).success
     summary = (reports / "summary.md").read_text()
-    # same rows within the domain (the LLM sample), each cell with its interval, and the claims
-    assert "## Claims" in summary and "rows every method scored" in summary
-    assert any(line.startswith("| shop | collm_mf |") and "[" in line for line in summary.splitlines())
+    # each domain on its comparison frame (the sample), each cell with its interval, and the claims
+    assert "## Claims" in summary and "| shop | sample: " in summary
+    assert any(line.startswith("| shop | sample: ") and "| collm_mf |" in line and "[" in line
+               for line in summary.splitlines())

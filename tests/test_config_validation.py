@@ -273,6 +273,7 @@ def test_the_shipped_config_loads_with_todays_values():
     assert cfg.cf_for("ml1m_loo")["sasrec"]["enabled"] is False and cfg.cf["sasrec"]["enabled"] is True
     assert cfg.cf["mf"]["dim"] == 256 and cfg.cf["mf"]["threads"] == 0  # defaults filled in
     assert cfg.evaluation == {"ranking_negatives": 29, "ranking_k": [1, 3, 5], "bootstrap_samples": 1000, "seed": 2023,
+                              "test_resamples": 10000, "noninferiority_margin": 0.02,
                               "regression_tolerance": 0.01, "min_subset_rows": 20,
                               "floors": {"movies": {"mf": {"auc": 0.64, "uauc": 0.62}}}}
     assert set(cfg.settings) == {"quarantine_max_share", "warm_threshold", "history_length", "cf", "evaluation",
@@ -371,7 +372,7 @@ PROFILE_PROBLEMS = [
     ({"lr": 0.001}, "profiles.mine.lr", "`lr` is a key of"),
     ({"modle": "x"}, "profiles.mine.modle", "did you mean `model`?"),
     ({"max_prompt_token": 400}, "profiles.mine.max_prompt_token", "did you mean `max_prompt_tokens`?"),
-    ({"test_row": 10}, "profiles.mine.test_row", "did you mean `test_rows`?"),
+    ({"test_user": 10}, "profiles.mine.test_user", "did you mean `test_users`?"),
     ({"merge": {"learning_rate": [0.1]}}, "profiles.mine.merge.learning_rate", "did you mean `learning_rates`?"),
     ({"merge": {"lern_rows": 10}}, "profiles.mine.merge.lern_rows", "did you mean `learn_rows`?"),
     ({"train": {"learn_rows": 10}}, "profiles.mine.train.learn_rows", "`learn_rows` is a key of"),
@@ -403,9 +404,9 @@ def test_a_profile_problem_names_its_path_and_the_fix(tmp_path, monkeypatch, cha
 def test_every_problem_of_a_profiles_file_is_listed_at_once(tmp_path, monkeypatch):
     err = profile_problems(tmp_path, monkeypatch, {
         "a": {"extends": "smoke", "trian": {}}, "b": {"extends": "smoke", "merge": {"stepss": 3}},
-        "c": {"extends": "smoke", "test_rows": -5}})
+        "c": {"extends": "smoke", "test_users": -5}})
     text = str(err)
-    for path in ("profiles.a.trian", "profiles.b.merge.stepss", "profiles.c.test_rows"):
+    for path in ("profiles.a.trian", "profiles.b.merge.stepss", "profiles.c.test_users"):
         assert path in text, text
 
 

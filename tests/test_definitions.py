@@ -31,7 +31,7 @@ EXPECTED_ASSETS = {
     "listwise_ingredient": ("domain", ["temporal_split"]),
     "listwise_cocktail": ("domain", ["listwise_base_spirit", "listwise_ingredient", "temporal_split"]),
     "listwise_scores": ("domain", ["listwise_base_spirit", "listwise_cocktail", "listwise_ingredient",
-                                   "temporal_split"]),
+                                   "ranking_candidates", "temporal_split"]),
     "evaluation_report": ("domain", ["base_spirit_lora", "cf_embeddings", "collm_cie", "listwise_base_spirit",
                                      "listwise_scores", "llm_scores", "ranking_candidates", "temporal_split"]),
     "evaluation_summary": ("none", ["evaluation_report"]),
@@ -52,7 +52,7 @@ def test_asset_graph_snapshot(tmp_path):
     assert got == EXPECTED_ASSETS
     checks = {k.name for k in graph.asset_check_keys}
     assert checks == {"quarantine_share_within_limit", "split_trainable", "report_complete", "metric_floors",
-                      "no_regression", "beats_untrained"}
+                      "no_regression", "beats_untrained", "below_chance", "degenerate", "no_candidate_named"}
     assert {s.name for s in defs.sensors} == {"landing", "domain_refresh", "cheap_automation", "llm_automation",
                                             "dead_run_reaper"}
     assert {j.name for j in defs.jobs} >= {"ingest_dataset", "ingest_landing", "prepare_domain", "evaluate_domain", "train_base_spirit",

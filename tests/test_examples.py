@@ -57,7 +57,7 @@ def _run_demo(tmp_path: Path, name: str, monkeypatch, capsys, listwise_domains: 
     profiles = tmp_path / "profiles.yaml"
     profiles.write_text(yaml.safe_dump({"profiles": {"example_smoke": {
         "extends": "smoke", "description": "the smoke profile for the example configs' tests",
-        "listwise": {"domains": listwise_domains, "test_rows": 20,  # the report's minimum of lists
+        "listwise": {"domains": listwise_domains, "test_users": 20,  # the report's minimum of lists
                      "merge": {"max_new_tokens": 16, "entropy_buffer": 6, "steps": 2}}}}}))
     for key, value in {"LLMREC_CONFIG": config, "LLMREC_DATA_DIR": tmp_path / "data", "LLMREC_PROFILES": profiles,
                        "LLMREC_PROFILE": "example_smoke", "DAGSTER_HOME": home}.items():
@@ -92,7 +92,7 @@ def test_collm_amazon_book_example_end_to_end(tmp_path, monkeypatch, capsys):
     assert "skipped" in _latest("cocktail_model", "amazon_book")
     assert _latest("llm_scores", "amazon_book")["methods"] == ["llm_untrained", "ingredient_tallrec"]
     metrics = json.loads((data / "reports" / "amazon_book" / "metrics.json").read_text())
-    methods = set(metrics["metrics"])
+    methods = set(metrics["frames"]["sample"]["methods"])
     assert {"mf", "lightgcn", "sasrec", "llm_untrained", "ingredient_tallrec", "collm_mf"} <= methods
     assert not any("cocktail" in m or m in ("reccocktail", "base_spirit") for m in methods)
     report = (data / "reports" / "amazon_book" / "report.md").read_text()
@@ -125,8 +125,9 @@ def test_reccocktail_amazon2014_example_end_to_end(tmp_path, monkeypatch, capsys
     for target in ("beauty", "sports", "toys"):
         assert base[f"overlap/{target}/users"] == 0 and base[f"overlap/{target}/items"] == 0
         assert (data / "reports" / target / "report.md").exists()
-    listwise = json.loads((data / "reports" / "beauty" / "metrics.json").read_text())["listwise"]["metrics"]
-    assert {"llm_untrained", "base_spirit", "ingredient_tallrec", "reccocktail"} <= set(listwise)
-    assert listwise["reccocktail"]["all"]["lists"] == 20
+    beauty = json.loads((data / "reports" / "beauty" / "metrics.json").read_text())
+    assert {"llm_untrained", "base_spirit", "ingredient_tallrec", "reccocktail", "mf"} <= set(
+        beauty["frames"]["listwise"]["methods"])
+    assert beauty["counts"]["listwise"]["reccocktail"]["all"]["lists"] == 20 == beauty["frames"]["listwise"]["users"]
     report = (data / "reports" / "beauty" / "report.md").read_text()
     assert "Published (paper v2, Amazon 2014 Beauty" in report and "0.4132" in report

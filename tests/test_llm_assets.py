@@ -8,14 +8,17 @@ import subprocess
 import sys
 
 import dagster as dg
+import polars as pl
 import torch
 import yaml
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
+from models import frames
 from models.config import PROJECT_ROOT, Settings
 from orchestration.definitions import build_definitions
 from orchestration.jobs import evaluate_domain, materialize_dataset, materialize_domain, train_base_spirit
+import report_check
 from test_report import add_general_domain, write_fixture
 
 
@@ -46,10 +49,21 @@ def test_llm_rows_join_the_report(tmp_path):
     payload = json.loads((settings.data_dir / "reports" / "shop" / "metrics.json").read_text())
     llm_methods = ("llm_untrained", "base_spirit", "ingredient_tallrec", "reccocktail", "equal_weights",
                    "task_arithmetic", "ties", "dare", "collm_mf", "collm_mf_cocktail")
-    assert set(llm_methods) <= set(payload["metrics"])
+    # one frame: the evaluation sample (the profile's 40 users, all of their rows) holds every method; the
+    # sampled users' lists (the first 3 users of the same draw) hold every ranking method
+    sample = payload["frames"]["sample"]
+    assert set(llm_methods) | {"mf", "popularity", "ensemble_mf_tallrec"} <= set(sample["methods"])
+    split = pl.read_parquet(settings.data_dir / "domains" / "shop" / "split.parquet")
+    test = split.filter(pl.col("split") == "test")
+    users = test["user_id"].to_numpy()
+    assert sample["positions"] == frames.sample_positions(users, 40).tolist() and sample["users"] == 40
+    lists = payload["frames"]["sample_lists"]
+    expected = [int(r) for r in frames.sample_positions(users, 3) if test["label"][int(r)] == 1]
+    assert lists["positions"] == expected and set(llm_methods) <= set(lists["methods"])
     for method in llm_methods:
-        assert payload["metrics"][method]["all"]["auc"]["n"] > 0
-        assert "ndcg@1" in payload["metrics"][method]["all"]
+        assert payload["metrics"]["sample"][method]["all"]["auc"]["n"] == sample["rows"]
+        assert "ndcg@1" not in payload["metrics"]["sample_lists"][method]["all"]  # it is HR@1
+    assert report_check.check(settings.data_dir, "shop")["sample"] > 0
     # the base spirit's training rows are an input too (the overlap statement): none shared with shop
     assert [x["asset"] for x in payload["lineage"]][-3:] == ["llm_scores", "collm_cie", "base_spirit_lora"]
     assert payload["base_spirit_overlap"]["base_spirit"]["rows"] == 0 == payload["base_spirit_overlap"][

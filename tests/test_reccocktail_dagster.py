@@ -8,6 +8,7 @@ import dagster as dg
 import yaml
 from transformers import AutoModelForCausalLM
 
+import report_check
 from models.config import Settings
 from orchestration.definitions import build_definitions
 from orchestration.jobs import evaluate_domain, materialize_dataset, materialize_domain, train_base_spirit
@@ -64,21 +65,26 @@ def test_listwise_reccocktail_end_to_end(tmp_path):
         assert events["listwise_scores"]["test_lists_scored"] == 24
 
         payload = json.loads((settings.data_dir / "reports" / domain / "metrics.json").read_text())
-        table = payload["listwise"]["metrics"]
-        assert list(table) == ["llm_untrained", "base_spirit", "ingredient_tallrec", "equal_weights",
-                               "task_arithmetic", "ties", "dare", "reccocktail"]
-        for method, subsets in table.items():
-            assert subsets["all"]["lists"] == 24
-            assert subsets["warm"]["lists"] + subsets["cold"]["lists"] == 24
-            assert 0 <= subsets["all"]["likelihood_ndcg@3"]["value"] <= 1
-            assert 0 <= subsets["all"]["generated_hr@1"]["value"] <= 1
+        # one frame of lists: the LLM methods and the CF models rank the same 24 users' lists
+        frame = payload["frames"]["listwise"]
+        llm = ["llm_untrained", "base_spirit", "ingredient_tallrec", "equal_weights", "task_arithmetic", "ties",
+               "dare", "reccocktail"]
+        assert frame["methods"] == ["popularity", "als", "bpr", "mf", "lightgcn", "sasrec"] + llm
+        assert frame["rows"] == 24 == frame["users"]
+        counts, table = payload["counts"]["listwise"], payload["metrics"]["listwise"]
+        for method in llm:
+            assert counts[method]["all"]["lists"] == 24
+            assert 0 <= table[method]["all"]["ndcg@3"]["value"] <= 1
+            assert 0 <= table[method]["all"]["generated_hr@1"]["value"] <= 1
+        assert "generated_hr@1" not in table["mf"]["all"] and "hr@1" in table["mf"]["all"]
+        # the very lists of ranking_candidates, scored by every method (ids and targets recomputed)
+        assert report_check.check(settings.data_dir, domain)["listwise"] == 6 + 2 * 8
         assert payload["base_spirit_overlap"]["listwise_base_spirit"]["rows"] == 0
         assert payload["base_spirit_overlap"]["listwise_base_spirit"]["users"] == 0
         # the listwise table's paired comparisons and the paper's claims read from them
-        pairs = {(c["a"], c["b"]) for c in payload["comparisons"] if c["a"].startswith("listwise/")}
-        assert {("listwise/reccocktail", f"listwise/{b}") for b in ("ingredient_tallrec", "base_spirit", "ties",
-                                                                      "dare")} <= pairs
-        assert ("listwise/ingredient_tallrec", "listwise/llm_untrained") in pairs
+        pairs = {(c["a"], c["b"]) for c in payload["comparisons"] if c["frame"] == "listwise"}
+        assert {("reccocktail", b) for b in ("ingredient_tallrec", "base_spirit", "ties", "dare")} <= pairs
+        assert ("ingredient_tallrec", "llm_untrained") in pairs
         claims = {c["claim"]: c for c in payload["claims"]}
         warm = claims["RecCocktail >= ingredient on warm lists (generated NDCG@1, as published)"]
         assert warm["verdict"] in ("reproduced", "contradicted", "inconclusive", "not testable")

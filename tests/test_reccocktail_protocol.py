@@ -112,24 +112,38 @@ def test_the_generation_parser():
 
 def test_the_reports_listwise_metrics_by_hand():
     """Three test lists of three candidates: generated ranks from the parser (a target not named is a
-    miss, an empty generation is counted), likelihood ranks with ties against the target."""
-    from models import listwise_report
+    miss, an empty generation is counted), likelihood ranks with a tie broken at random (its
+    expectation); the lists must be the domain's candidate lists."""
+    from models import frames, listwise_report, report
 
-    test = pl.DataFrame({"item_id": ["a", "b", "c"], "warm": [True, True, False]})
+    test = pl.DataFrame({"user_id": ["u", "v", "w"], "item_id": ["a", "b", "c"], "label": [1, 0, 1],
+                         "warm": [True, True, False], "not_cold": [True, True, True]})
+    candidates = pl.DataFrame({"row": [0, 1, 2], "candidates": [["a", "x", "y"], ["b", "z", "w"], ["c", "q", "r"]]})
     scores = pl.DataFrame({
         "method": ["m"] * 3, "row": [0, 1, 2],
         "candidate_ids": [["x", "y", "a"], ["b", "z", "w"], ["q", "c", "r"]],
-        "candidate_scores": [[0.0, 1.0, 2.0], [1.0, 1.0, 0.0], [3.0, 2.0, 1.0]],  # ranks 0, 1 (a tie), 1
+        "candidate_scores": [[0.0, 1.0, 2.0], [1.0, 1.0, 0.0], [3.0, 2.0, 1.0]],  # ranks 0, 0-or-1 (a tie), 1
         "generated": [[2, 0], [1, 2, 0], []],  # ranks 0, 2 (the target b is candidate 0), not named
         "invalid_items": [0, 1, 2]}, schema_overrides={"generated": pl.List(pl.Int64)})
-    res = listwise_report.evaluate(scores, test, ks=(1, 3), samples=20, seed=0)["m"]
-    assert res["all"]["generated_hr@1"]["value"] == pytest.approx(1 / 3)
-    assert res["all"]["generated_hr@3"]["value"] == pytest.approx(2 / 3)
-    assert res["all"]["generated_ndcg@3"]["value"] == pytest.approx((1 + 1 / math.log2(4)) / 3)
-    assert res["all"]["likelihood_hr@1"]["value"] == pytest.approx(1 / 3)
-    assert res["all"]["likelihood_ndcg@3"]["value"] == pytest.approx((1 + 2 / math.log2(3)) / 3)
-    assert (res["all"]["no_candidate_named"], res["all"]["invalid_items"], res["all"]["lists"]) == (1, 3, 3)
-    assert (res["warm"]["lists"], res["cold"]["lists"], res["cold"]["no_candidate_named"]) == (2, 1, 1)
+    ls = listwise_report.list_scores(scores, test, candidates)["m"]
+    everything = np.arange(3)
+    assert ls.values("generated_hr@1", everything).mean() == pytest.approx(1 / 3)
+    assert ls.values("generated_hr@3", everything).mean() == pytest.approx(2 / 3)
+    assert ls.values("generated_ndcg@3", everything).mean() == pytest.approx((1 + 1 / math.log2(4)) / 3)
+    assert ls.values("hr@1", everything).mean() == pytest.approx((1 + 0.5 + 0) / 3)  # the tie: half a hit
+    assert ls.values("ndcg@3", everything).mean() == pytest.approx((1 + (1 + 1 / math.log2(3)) / 2
+                                                                    + 1 / math.log2(3)) / 3)
+    assert (int(ls.named_none.sum()), int(ls.invalid_items.sum())) == (1, 3)
+    mask = np.ones(3, bool)
+    frame = frames.Frame("listwise", "lists", mask, ("m",), "f", "f")
+    subsets = [frames.Subset("all", mask, True, ""), frames.Subset("warm", np.array([1, 1, 0], bool), True, "")]
+    _, counts = report.evaluate_lists(frame, subsets, test["user_id"].to_numpy(), {"m": ls}, (1, 3), 20, 0, 1)
+    assert counts["m"]["all"] == {"lists": 3, "no_candidate_named": 1, "invalid_items": 3}
+    assert counts["m"]["warm"] == {"lists": 2, "no_candidate_named": 0, "invalid_items": 1}
+    # lists other than the domain's candidate lists are refused
+    other = candidates.with_columns(pl.Series("candidates", [["a", "x", "o"], ["b", "z", "w"], ["c", "q", "r"]]))
+    with pytest.raises(listwise_report.OtherLists, match="test row 0"):
+        listwise_report.list_scores(scores, test, other)
 
 
 def test_candidate_likelihood_with_a_shared_cache_equals_separate_forwards(tiny):

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from assets._metadata import embed_images
-from models import metrics, report
+from models import frames, metrics, report
 from models.config import Settings
 from orchestration.definitions import build_definitions
 from orchestration.jobs import evaluate_domain, materialize_dataset, materialize_domain, train_base_spirit
@@ -116,13 +116,21 @@ def test_report_files_exist_and_agree(evaluated):
     # the asset page's Markdown is report.md with its plots inlined, so the UI draws them
     assert meta["report"] == embed_images(md, out) and "](data:image/png;base64," in meta["report"]
     assert "![roc](roc.png)" in md
-    assert set(payload["metrics"]) == {"popularity", "als", "bpr", "mf", "lightgcn", "sasrec"}
-    for method, subsets in payload["metrics"].items():
-        assert set(subsets) == {"all", "warm", "cold"}
+    # a CF-only domain: the frames of all test rows and of all lists, nothing sampled
+    assert set(payload["frames"]) == {"all", "all_lists"}
+    assert payload["frames"]["all"]["rows"] == payload["test_rows"]
+    cf = {"popularity", "als", "bpr", "mf", "lightgcn", "sasrec"}
+    assert set(payload["metrics"]["all"]) == cf == set(payload["metrics"]["all_lists"])
+    for method, subsets in payload["metrics"]["all"].items():
+        assert "all" in subsets and set(subsets) <= {"all", "warm", "cold"}
         auc = subsets["all"]["auc"]["value"]
         assert meta[f"{method}/all/auc"] == pytest.approx(auc, abs=1e-4)
-        assert f"| {method} | {auc:.4f} [" in md  # the Markdown shows the JSON's number
-        assert {"auc", "uauc", "hr@1", "ndcg@1", "hr@3", "ndcg@3"} <= set(subsets["all"])
+        assert f"| {method} | {payload['test_rows']:,} | {auc:.4f} [" in md  # the Markdown shows the JSON's number
+        assert {"auc", "uauc", "user_ndcg"} == set(subsets["all"])
+        # no NDCG@1 beside HR@1 (they are equal)
+        assert set(payload["metrics"]["all_lists"][method]["all"]) == {"hr@1", "hr@3", "ndcg@3"}
+    assert payload["chance"]["all_lists"]["all"]["hr@3"] == pytest.approx(3 / 10)  # 9 negatives + the target
+    assert "| *chance* |" in md
     assert [x["asset"] for x in payload["lineage"]] == ["ranking_candidates", "temporal_split", "cf_embeddings"]
     assert all(len(x["sha256"]) == 64 for x in payload["lineage"])
     assert payload["settings"]["bootstrap_samples"] == 50
@@ -137,18 +145,21 @@ def test_report_numbers_match_an_independent_computation(evaluated):
     payload = json.loads((settings.data_dir / "reports" / "shop" / "metrics.json").read_text())
     from sklearn.metrics import roc_auc_score
 
-    assert payload["metrics"]["mf"]["all"]["auc"]["value"] == pytest.approx(roc_auc_score(test["label"], mf))
-    assert payload["metrics"]["mf"]["all"]["uauc"]["value"] == pytest.approx(
+    got = payload["metrics"]["all"]["mf"]
+    assert got["all"]["auc"]["value"] == pytest.approx(roc_auc_score(test["label"], mf))
+    assert got["all"]["uauc"]["value"] == pytest.approx(
         metrics.uauc(test["user_id"].to_numpy(), test["label"].to_numpy(), mf))
     # the planted taste structure is learnable: MF beats chance on warm rows
-    assert payload["metrics"]["mf"]["warm"]["auc"]["value"] > 0.6
+    assert got["warm"]["auc"]["value"] > 0.6
 
 
 def test_gates_pass_on_the_first_report(evaluated):
     *_, result = evaluated
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    assert set(checks) == {"report_complete", "metric_floors", "no_regression"}
-    assert all(c.passed for c in checks.values()), {k: c.description for k, c in checks.items()}
+    gates = {"report_complete", "metric_floors", "no_regression"}
+    assert set(checks) == gates | {"below_chance", "degenerate", "no_candidate_named"}
+    assert all(checks[g].passed for g in gates), {k: c.description for k, c in checks.items()}
+    assert all(c.severity == dg.AssetCheckSeverity.WARN for k, c in checks.items() if k not in gates)
     assert "nothing to compare" in checks["no_regression"].description
 
 
@@ -168,7 +179,7 @@ def test_regression_gate_fails_on_a_planted_regression(evaluated):
         path.write_bytes(original)
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert not checks["no_regression"].passed
-    assert "mf/all/auc" in checks["no_regression"].description
+    assert "all/mf/all/auc" in checks["no_regression"].description
     assert checks["report_complete"].passed
 
 
@@ -177,86 +188,109 @@ def test_completeness_and_floor_gates_say_what_is_wrong():
 
     est = {"value": 0.61, "ci_low": 0.6, "ci_high": 0.62, "n": 10}
     nan = {"value": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n": 0}
-    result = {"mf": {"all": {"auc": est, "uauc": est}, "warm": {"auc": est, "uauc": est},
-                     "cold": {"auc": nan, "uauc": est}}}
-    complete, floors, regression = gate_results(result, ["mf", "als"], {"mf": {"auc": 0.65}}, None, 0.01)
-    assert not complete.passed and "als: missing" in complete.description and "mf/cold/auc: NaN" in complete.description
+    payload = {"frames": {"all": {"methods": ["mf", "als"], "positions": [0, 1]}},
+               "metrics": {"all": {"mf": {"all": {"auc": est, "uauc": est}, "warm": {"auc": est, "uauc": est},
+                                          "cold": {"auc": nan, "uauc": est}}}}}
+    complete, floors, regression = gate_results(payload, {"mf": {"auc": 0.65}}, None, 0.01)
+    assert not complete.passed and "all/als: missing" in complete.description
+    assert "all/mf/cold/auc: NaN" in complete.description
     assert not floors.passed and "mf auc = 0.61 < floor 0.65" in floors.description
     assert regression.passed
+    # a previous report on other rows is not compared
+    moved = {"frames": {"all": {"methods": ["mf"], "positions": [0, 2]}}, "metrics": payload["metrics"]}
+    assert "nothing to compare" in gate_results(payload, {}, moved, 0.01)[2].description
 
 
-def test_published_reference_appears_for_the_collm_protocol():
-    test = pl.DataFrame({"user_id": ["a", "a", "b", "b"], "label": [1, 0, 1, 0], "warm": [True, True, False, False],
-                         "not_cold": [True, True, False, False]})
-    m = report.MethodScores("mf", np.array([0.9, 0.1, 0.4, 0.6]))
-    t = report.MethodScores("ingredient_tallrec", np.array([0.9, 0.1, 0.6, 0.4]))
-    res = report.evaluate(test, [m, t], bootstrap_samples=10, min_subset_rows=2)
-    md = report.markdown("movies", test, res, {"bootstrap_samples": 10, "llm": "smollm2-135m-instruct"}, [],
-                         reference="collm_ml1m")
+def _tiny(n_users=30, rows=4, seed=0):
+    rng = np.random.default_rng(seed)
+    users = [f"u{k}" for k in np.repeat(np.arange(n_users), rows)]
+    labels = np.tile([1, 0] + [1] * (rows - 2), n_users)
+    n = len(users)
+    test = pl.DataFrame({"user_id": users, "item_id": [f"i{k % 17}" for k in range(n)], "label": labels,
+                         "warm": [k % 3 != 0 for k in range(n)], "not_cold": [k % 5 != 0 for k in range(n)]})
+    return test, rng
+
+
+EV = {"ranking_k": [1, 3], "bootstrap_samples": 50, "test_resamples": 200, "seed": 1, "min_subset_rows": 5,
+      "noninferiority_margin": 0.02, "ranking_negatives": 9}
+
+
+def test_published_reference_appears_for_the_collm_protocol(tmp_path):
+    test, rng = _tiny()
+    y = test["label"].to_numpy()
+    mf = report.MethodScores("mf", y + rng.normal(0, 1, y.size), source={"asset": "cf_embeddings"})
+    tallrec = report.MethodScores("ingredient_tallrec", y + rng.normal(0, 1, y.size), source={"asset": "llm_scores"})
+    w = report.write_report(tmp_path, "movies", test, [mf, tallrec], {"llm": "smollm2-135m-instruct"}, [],
+                            "collm_ml1m", EV, False, "r")
+    md = w.markdown
     assert "| CoLLM-MF | Qwen2-1.5B | 0.7354 | 0.6950 |" in md
-    assert "| MF | mf | - | 0.7500 | 0.5000 |" in md  # ours beside theirs, labelled by backbone
-    assert "| TALLRec (= CoLLM w/o CIE) | ingredient_tallrec | smollm2-135m-instruct | 1.0000 | 1.0000 |" in md
-    assert res["mf"]["warm"]["auc"]["value"] == 1.0 and res["mf"]["cold"]["auc"]["value"] == 0.0
+    res = w.payload["metrics"]["all"]
+    mine = lambda m: " | ".join(f"{res[m]['all'][k]['value']:.4f}" for k in ("auc", "uauc", "user_ndcg"))  # noqa: E731
+    assert f"| MF | mf | - | {mine('mf')} |" in md  # ours beside theirs, labelled by backbone
+    tallrec_row = ("| TALLRec (= CoLLM w/o CIE) | ingredient_tallrec | smollm2-135m-instruct | "
+                   f"{mine('ingredient_tallrec')} |")
+    assert tallrec_row in md
 
 
-def test_metrics_that_cannot_exist_are_not_applicable_not_missing():
+def test_metrics_that_cannot_exist_are_not_applicable_or_left_out(tmp_path):
+    """Leave-one-out: one row per user, so no UAUC or NDCG column at all; a subset with too few rows
+    is not shown, with the sentence saying why; a subset that cannot exist says so."""
     rng = np.random.default_rng(1)
     n = 60
-    test = pl.DataFrame({"user_id": [f"u{k}" for k in range(n)], "label": rng.integers(0, 2, n),
-                         "warm": [k < 5 for k in range(n)], "not_cold": [k < 40 for k in range(n)]})
-    m = report.MethodScores("mf", rng.normal(size=n))
-    res = report.evaluate(test, [m], bootstrap_samples=10, min_subset_rows=20, one_row_per_user=True)
-    assert "only 5 warm test rows" in res["mf"]["warm"]["auc"]["not_applicable"]
-    assert "leave-one-out" in res["mf"]["all"]["uauc"]["not_applicable"]
-    assert "not_applicable" not in res["mf"]["all"]["auc"]
-    assert report.missing_metrics(res, ["mf"]) == []
-    md = report.markdown("d", test, res, {"bootstrap_samples": 10}, [])
-    assert "n/a†" in md and "† not applicable" in md
+    test = pl.DataFrame({"user_id": [f"u{k}" for k in range(n)], "item_id": [f"i{k}" for k in range(n)],
+                         "label": rng.integers(0, 2, n), "warm": [k >= 5 for k in range(n)],
+                         "not_cold": [True] * n})
+    m = report.MethodScores("mf", rng.normal(size=n), source={"asset": "cf_embeddings"})
+    w = report.write_report(tmp_path, "d", test, [m], {}, [], None, {**EV, "min_subset_rows": 20}, True, "r")
+    assert set(w.payload["metrics"]["all"]["mf"]) == {"all"}  # warm leaves out 5 rows only; cold has none
+    assert set(w.payload["metrics"]["all"]["mf"]["all"]) == {"auc"}
+    notes = w.payload["subsets"]["all"]
+    assert "leaves out 5" in notes["warm"]["note"] and not notes["warm"]["shown"]
+    assert "none of the 60 rows" in notes["cold"]["note"] and "leave-one-out" in notes["cold"]["note"]
+    assert report.missing_metrics(w.payload["metrics"], w.payload["frames"]) == []
+    assert "Subsets not shown" in w.markdown and "UAUC and CoLLM's NDCG rank each user's own rows" in w.markdown
 
 
-def test_a_sampled_method_is_compared_on_the_rows_it_scored():
-    """An LLM method scores a seeded sample of test rows: too few of its own rows is not an estimate,
-    and the same-rows evaluation puts every method on the rows all of them scored."""
-    rng = np.random.default_rng(2)
-    n = 200
-    test = pl.DataFrame({"user_id": [f"u{k % 40}" for k in range(n)], "label": rng.integers(0, 2, n),
-                         "warm": [k % 2 == 0 for k in range(n)], "not_cold": [k % 4 != 1 for k in range(n)]})
-    full = report.MethodScores("mf", rng.normal(size=n), rng.normal(size=(n, 10)))
+def test_a_sampled_method_and_the_full_ones_share_one_frame(tmp_path):
+    """An LLM method scores the evaluation sample (whole users): the sample frame holds every method
+    on exactly those rows, the all-rows frame only the methods that scored every row; the sample's
+    numbers are the methods' numbers on those rows."""
+    test, rng = _tiny(n_users=50)
+    y = test["label"].to_numpy()
+    n = test.height
+    full = report.MethodScores("mf", y + rng.normal(0, 1, n), rng.normal(size=(n, 10)), {"asset": "cf_embeddings"})
+    rows = frames.sample_positions(test["user_id"].to_numpy(), 25, seed=2023)
     sampled = np.full(n, np.nan)
-    rows = np.sort(rng.choice(n, 60, replace=False))
-    sampled[rows] = rng.normal(size=60)
-    ranking = np.full((n, 10), np.nan)
-    ranking[rows[:8]] = rng.normal(size=(8, 10))
-    llm = report.MethodScores("ingredient_tallrec", sampled, ranking)
-    res = report.evaluate(test, [full, llm], ks=(1,), bootstrap_samples=10, min_subset_rows=20)
-    assert res["ingredient_tallrec"]["all"]["auc"]["n"] == 60 and "not_applicable" not in res["ingredient_tallrec"]["all"]["auc"]
-    assert "ranked lists" in res["ingredient_tallrec"]["all"]["ndcg@1"]["not_applicable"]  # at most 8 lists
-    assert "scored rows" in res["ingredient_tallrec"]["cold"]["auc"]["not_applicable"]  # about 15 cold rows
-    assert "not_applicable" not in res["mf"]["all"]["ndcg@1"]
-    assert report.on_common_rows([full, full]) is None
-    common, n_common = report.on_common_rows([full, llm])
-    assert n_common == 60
-    same = report.evaluate(test, common, ks=(1,), bootstrap_samples=10, min_subset_rows=20)
-    assert same["mf"]["all"]["auc"]["n"] == 60
+    sampled[rows] = y[rows] + rng.normal(0, 1, rows.size)
+    llm = report.MethodScores("ingredient_tallrec", sampled, None, {"asset": "llm_scores"})
+    w = report.write_report(tmp_path, "movies", test, [full, llm], {}, [], "collm_ml1m", EV, False, "r")
+    fr = w.payload["frames"]
+    assert list(fr) == ["sample", "all", "all_lists"]
+    assert fr["sample"]["positions"] == rows.tolist() and fr["sample"]["users"] == 25
+    assert fr["sample"]["methods"] == ["mf", "ingredient_tallrec"] and fr["all"]["methods"] == ["mf"]
     from sklearn.metrics import roc_auc_score
 
-    assert same["mf"]["all"]["auc"]["value"] == pytest.approx(roc_auc_score(test["label"].to_numpy()[rows],
-                                                                            full.pointwise[rows]))
-    md = report.markdown("movies", test, res, {"bootstrap_samples": 10}, [], reference="collm_ml1m",
-                         same_rows=(same, n_common))
-    assert "## Same rows: every method on the 60 test rows" in md
-    assert "The same methods on the 60 rows they all scored:" in md
+    sample = w.payload["metrics"]["sample"]
+    assert sample["mf"]["all"]["auc"]["value"] == pytest.approx(roc_auc_score(y[rows], full.pointwise[rows]))
+    assert sample["ingredient_tallrec"]["all"]["auc"]["value"] == pytest.approx(roc_auc_score(y[rows], sampled[rows]))
+    assert w.payload["metrics"]["all"]["mf"]["all"]["auc"]["value"] == pytest.approx(roc_auc_score(y, full.pointwise))
+    assert "ingredient_tallrec" not in w.payload["metrics"]["all"]
+    # every table says its frame; the LLM method appears in one table only
+    assert w.markdown.count("| ingredient_tallrec | 100 | ") == 1
+    assert "### Evaluation sample: 25 of the 50 test users (seeded draw), all of their 100 test rows" in w.markdown
+    assert "Ours on the same protocol, on one frame (sample: 25 users, 100 rows" in w.markdown
 
 
-def test_the_summary_shows_not_applicable_metrics_as_na():
+def test_the_summary_names_each_domains_frame():
     est = {"value": 0.7, "ci_low": 0.6, "ci_high": 0.8, "n": 100}
-    few = {"value": 1.0, "ci_low": 1.0, "ci_high": 1.0, "n": 3, "not_applicable": "only 3 scored rows"}
-    rep = {"test_rows": 100, "metrics": {"mf": {"all": {"auc": est, "uauc": est}, "warm": {"auc": few, "uauc": est},
-                                               "cold": {"auc": est, "uauc": few}}}}
+    few = {"value": 1.0, "ci_low": 1.0, "ci_high": 1.0, "n": 3, "not_applicable": "only 3 rows"}
+    rep = {"test_rows": 100, "frames": {"all": {"short": "all rows: 10 users, 100 rows", "methods": ["mf"]}},
+           "metrics": {"all": {"mf": {"all": {"auc": est, "uauc": est}, "warm": {"auc": few, "uauc": est},
+                                      "cold": {"auc": est, "uauc": few}}}}}
     text, table = report.summary_markdown({"movies": rep})
-    assert table[0]["auc_all"] == 0.7 and table[0]["auc_warm"] is None and table[0]["uauc_cold"] is None
-    assert ("| movies | mf | all 100 test rows | 0.7000 [0.600, 0.800] | n/a | 0.7000 [0.600, 0.800] | "
-            "0.7000 [0.600, 0.800] | 0.7000 [0.600, 0.800] | n/a | n/a | n/a |") in text
+    assert table[0]["auc_all"] == 0.7 and table[0]["auc_warm"] is None
+    assert ("| movies | all rows: 10 users, 100 rows | mf | 0.7000 [0.600, 0.800] | n/a | 0.7000 [0.600, 0.800] | "
+            "0.7000 [0.600, 0.800] | n/a |") in text
 
 
 def test_a_cf_model_can_be_left_out_of_a_domain(tmp_path):
@@ -268,7 +302,7 @@ def test_a_cf_model_can_be_left_out_of_a_domain(tmp_path):
     settings.config_path.write_text(yaml.safe_dump(cfg))
     _, _, result = _evaluate(settings)
     payload = json.loads((settings.data_dir / "reports" / "shop" / "metrics.json").read_text())
-    assert "sasrec" not in payload["metrics"] and "lightgcn" in payload["metrics"]
+    assert "sasrec" not in payload["metrics"]["all"] and "lightgcn" in payload["metrics"]["all"]
     (ev,) = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "cf_embeddings"]
     md = {k: v.value for k, v in ev.materialization.metadata.items()}
     assert md["sasrec/skipped"] == "settings.cf.sasrec.enabled is false for shop" and md["lightgcn/epochs_run"] <= 5
