@@ -15,7 +15,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup system-packages test demo ui bench clean instance
+.PHONY: setup system-packages test demo ui docs bench clean instance
 
 setup: system-packages $(STAMP)
 
@@ -50,6 +50,7 @@ $(STAMP): pyproject.toml Makefile
 	@touch $(STAMP)
 
 test: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir $(CURDIR)/build/site
 	$(PY) -m pytest -q -rs
 
 # DEMO_ARGS=--listwise-only: RecCocktail's listwise stages without the pointwise LLM ones
@@ -62,6 +63,10 @@ ui: $(STAMP) instance
 	@echo "[ui] the Dagster UI (webserver and daemon) on http://127.0.0.1:$${PORT:-3000}; Ctrl-C stops both"
 	PYTHONWARNINGS="ignore::FutureWarning:click.core" $(VENV)/bin/dagster dev -h 127.0.0.1 -p $${PORT:-3000} \
 		--log-level warning
+
+# the documentation (docs/, mkdocs.yml) as a website, rebuilt on every edit; `make test` builds it with --strict
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve -a 127.0.0.1:$${DOCS_PORT:-8000}
 
 # the instance settings (pools, run queue) unless $(DAGSTER_HOME)/dagster.yaml already says something
 instance:

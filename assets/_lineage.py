@@ -12,7 +12,8 @@ import sys
 from dataclasses import dataclass
 from types import ModuleType
 
-from models import fingerprint, llm
+from models.core import fingerprint
+from models.llm import loading as llm
 from models.config import Settings
 from models.profiles import Profile, get_profile
 
@@ -49,7 +50,7 @@ def models_closure(*modules: ModuleType) -> list[ModuleType]:
 class LLMLineage:
     profile_name: str
     profile: Profile
-    model: dict  # models.llm.model_identity, or the reason it could not be resolved
+    model: dict  # models.llm.loading.model_identity, or the reason it could not be resolved
     libraries: dict
 
     @classmethod

@@ -21,7 +21,7 @@ import pyarrow as pa
 
 import sql
 from models.config import ConfigError
-from models.data_prep import TableSummary
+from models.data.warehouse import TableSummary
 
 
 # transient failures (see `transient_reason`: a lock wait that timed out, a busy disk, a flaky

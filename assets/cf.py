@@ -1,13 +1,17 @@
-"""Domain-level CF assets (Dagster wiring; the models are models/cf.py and models/candidates.py):
+"""Domain-level CF assets (Dagster wiring; the models are models/cf/ and models/data/candidates.py):
 seeded ranking candidates, then every registered CF model with its vectors (CIE sources) and its
 scores on the test rows and candidate lists."""
 
 import dagster as dg
 
 from assets import _metadata as meta
-from models import candidates, cf
+from models.data import candidates
+from models.registry import cf as cf_registry
+from models.stages import cf as cf_stage
+from models.cf import model as cf
 from models.config import ProjectConfig
-from models.workspace import Workspace, write_parquet_atomic
+from models.data.workspace import Workspace
+from models.core.files import write_parquet_atomic
 from orchestration.partitions import domain_partitions
 from orchestration.resources import ProjectResource
 
@@ -29,7 +33,7 @@ def ranking_candidates(context: dg.AssetExecutionContext, project: ProjectResour
 
 @meta.classify_failures
 def cf_embeddings(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
-    md = cf.fit_domain(Workspace(project.root), context.partition_key,
+    md = cf_stage.fit_domain(Workspace(project.root), context.partition_key,
                        project.config.cf_for(context.partition_key), log=context.log.info)
     return dg.MaterializeResult(metadata=meta.metadata_values(md), data_version=dg.DataVersion(md["scores_sha256"][:16]))
 
@@ -44,7 +48,7 @@ def build_cf_assets(cfg: ProjectConfig) -> list:
     embeddings = dg.asset(
         name="cf_embeddings", deps=["temporal_split", cands], kinds={"implicit", "pytorch"}, group_name="cf",
         pool="cpu_heavy", **common,
-        description=f"The registered CF models ({', '.join(cf.CF_MODELS)}), trained on train and tuned on valid. "
+        description=f"The registered CF models ({', '.join(cf_registry.CF_MODELS)}), trained on train and tuned on valid. "
                     "Vectors with id maps in `domains/<d>/cf/<model>.npz`; test-row and candidate scores in "
                     "`domains/<d>/scores/cf.parquet`.",
     )(cf_embeddings)

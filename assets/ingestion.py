@@ -1,11 +1,13 @@
-"""Dataset-level assets (Dagster wiring; the work is models/data_prep.py and sql/): raw files into
+"""Dataset-level assets (Dagster wiring; the work is models/data/ and sql/): raw files into
 the warehouse (with quarantine), then labelled interactions, and the quarantine gate."""
 
 
 import dagster as dg
 
 from assets import _metadata as meta
-from models import data_prep, formats
+from models.data import ingest as data_prep
+from models.data import warehouse
+from models.registry import formats
 from models.config import ProjectConfig
 from orchestration.partitions import dataset_partitions
 from orchestration.resources import ProjectResource
@@ -20,7 +22,7 @@ def _raw_metadata(con, ds, rep: data_prep.IngestReport) -> tuple[dict, dict]:
     # each source file with its sha256 and what its bytes say it is (format, compression)
     common = {"format": ds.format, "source_files": dg.MetadataValue.json(rep.contents)}
     inter = {
-        **common, **meta.summary_metadata(data_prep.summarize(con, "raw_interactions", "dataset", ds.name)),
+        **common, **meta.summary_metadata(warehouse.summarize(con, "raw_interactions", "dataset", ds.name)),
         "rows_read": rep.interaction_rows_read, "quarantined": rep.quarantined_interactions,
         **{f"quarantined/{r}": q_inter.get(r, 0) for r in data_prep.QUARANTINE_REASONS[:-1]},
         "dagster/column_schema": meta.table_schema(con, "raw_interactions"),
@@ -52,10 +54,10 @@ def interactions(context: dg.AssetExecutionContext, project: ProjectResource) ->
     ds = project.config.datasets[context.partition_key]
     with project.connect() as con:
         stats = data_prep.build_interactions(con, ds)
-        share, bad, total, by_reason = data_prep.quarantine_share(con, ds.name)
+        share, bad, total, by_reason = warehouse.quarantine_share(con, ds.name)
         return dg.MaterializeResult(
             metadata={
-                **meta.summary_metadata(data_prep.summarize(con, "interactions", "dataset", ds.name)),
+                **meta.summary_metadata(warehouse.summarize(con, "interactions", "dataset", ds.name)),
                 "label_threshold": ds.label_threshold,
                 "duplicates_collapsed": stats["duplicates_collapsed"],
                 "quarantined/item_without_title": stats["item_without_title"],
@@ -88,7 +90,7 @@ def quarantine_share_within_limit(context: dg.AssetCheckExecutionContext,
     dataset = op.partition_key if op.has_partition_key else None
     limit = project.config.quarantine_max_share
     with project.connect(read_only=False) as con:
-        results = {d: data_prep.quarantine_share(con, d) for d in ([dataset] if dataset else sorted(project.config.datasets))}
+        results = {d: warehouse.quarantine_share(con, d) for d in ([dataset] if dataset else sorted(project.config.datasets))}
     worst = max(results, key=lambda d: results[d][0])
     share, bad, total, by_reason = results[worst]
     return dg.AssetCheckResult(

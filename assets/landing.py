@@ -5,7 +5,8 @@ from pathlib import Path
 import dagster as dg
 
 from assets import _metadata as meta
-from models import data_prep, formats
+from models.data import ingest as data_prep
+from models.registry import formats
 from models.config import ProjectConfig
 from orchestration.partitions import dataset_partitions
 from orchestration.resources import ProjectResource

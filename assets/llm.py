@@ -9,10 +9,14 @@ import sys
 import dagster as dg
 
 from assets import _lineage, _metadata as meta
-from models import adapters, base_spirit, cocktail, collm_train, llm_scores
+from models.stages import adapters
+from models.data import base_spirit
+from models.stages import cocktail
+from models.stages import collm as collm_train
+from models.stages import scores as llm_scores
 from models.config import PROJECT_ROOT, ProjectConfig
 from models.profiles import Profile
-from models.workspace import Workspace
+from models.data.workspace import Workspace
 from orchestration.partitions import domain_partitions
 from orchestration.profiles import LLMRunConfig, run_profile
 from orchestration.resources import ProjectResource

@@ -1,14 +1,18 @@
 """RecCocktail as published (PROTOCOLS section 7), Dagster wiring only: the listwise base spirit
 (the general domains, without any user of a cocktail domain), one listwise ingredient per domain,
-their entropy-guided cocktail and the scores of every merge method. The work is models/reccocktail.py."""
+their entropy-guided cocktail and the scores of every merge method. The work is models/stages/reccocktail.py."""
 
 import dagster as dg
 
 from assets import _lineage, _metadata as meta
 from assets.llm import GPU_TAGS, SINGLE_RUN, _each_domain, _with_settings
-from models import adapters, base_spirit, cocktail, listwise, reccocktail
+from models.stages import adapters
+from models.data import base_spirit
+from models.stages import cocktail
+from models.llm import listwise
+from models.stages import reccocktail
 from models.config import ProjectConfig
-from models.workspace import Workspace
+from models.data.workspace import Workspace
 from orchestration.partitions import domain_partitions
 from orchestration.profiles import LLMRunConfig, run_profile
 from orchestration.resources import ProjectResource

@@ -1,5 +1,5 @@
 """The evaluation report per domain and the summary across domains, with their audit gates
-(Dagster wiring; the report itself is models/report.py). The report is the only reader of test labels."""
+(Dagster wiring; the report itself is models/reporting/report.py). The report is the only reader of test labels."""
 
 import json
 import math
@@ -10,9 +10,14 @@ import dagster as dg
 import polars as pl
 
 from assets import _lineage, _metadata as meta
-from models import base_spirit, data_prep, fingerprint, listwise_report, report, sanity
+from models.data import base_spirit
+from models.core.files import file_sha256
+from models.core import fingerprint
+from models.reporting import listwise as listwise_report
+from models.reporting import report
+from models.reporting import sanity
 from models.config import PROJECT_ROOT, ProjectConfig
-from models.workspace import Workspace
+from models.data.workspace import Workspace
 from orchestration.partitions import domain_partitions
 from models.profiles import get_profile
 from orchestration.resources import ProjectResource
@@ -85,7 +90,7 @@ def gate_results(payload: dict, floors: dict, previous: dict | None, tolerance: 
 
 
 def sanity_results(findings: list[dict]) -> list[dg.AssetCheckResult]:
-    """One WARN check per kind of sanity guard (models/sanity.py): what was found, in sentences."""
+    """One WARN check per kind of sanity guard (models/reporting/sanity.py): what was found, in sentences."""
     out = []
     for check, passes in sanity.CHECKS.items():
         found = [f["text"] for f in findings if f["check"] == check]
@@ -102,7 +107,7 @@ def _lineage_of_inputs(context, ws: Workspace, domain: str, scores_lineage: list
     """Every input file of the report with its sha256 and the data version its asset recorded."""
     files = [{"asset": "ranking_candidates", "path": str(ws.domain(domain) / "candidates.parquet")},
              {"asset": "temporal_split", "path": str(ws.split_path(domain))}]
-    lineage = [{**f, "sha256": data_prep.file_sha256(f["path"])} for f in files] + scores_lineage
+    lineage = [{**f, "sha256": file_sha256(f["path"])} for f in files] + scores_lineage
     for item in lineage:
         m = latest_materialization(context.instance, item["asset"], None if item.get("unpartitioned") else domain)
         item["data_version"] = (m.tags or {}).get("dagster/data_version", "") if m else ""
@@ -146,7 +151,7 @@ def evaluation_report(context: dg.AssetExecutionContext, project: ProjectResourc
                 for kind in ("base_spirit", "listwise_base_spirit") if dom.role != "general"}
     lists, lw_lineage = listwise_report.load(ws, domain, test, log=context.log.warning)
     extra = {"base_spirit_overlap": {k: v for k, v in overlaps.items() if v is not None}}
-    rows_files = [{"asset": BASE_SPIRIT_ASSETS[kind], "path": str(p), "sha256": data_prep.file_sha256(p),
+    rows_files = [{"asset": BASE_SPIRIT_ASSETS[kind], "path": str(p), "sha256": file_sha256(p),
                    "unpartitioned": True}
                   for kind in extra["base_spirit_overlap"] if (p := ws.adapter_dir(kind) / base_spirit.ROWS_FILE)]
     lineage = _lineage_of_inputs(context, ws, domain,
@@ -175,7 +180,7 @@ def evaluation_report(context: dg.AssetExecutionContext, project: ProjectResourc
                                           **{f"{k}_png": Path(v) for k, v in written.plots.items()},
                                           "lineage": lineage},
                                          show_plots=False)},  # the report's Markdown shows them
-        check_results=checks, data_version=dg.DataVersion(data_prep.file_sha256(written.metrics_path)[:16]))
+        check_results=checks, data_version=dg.DataVersion(file_sha256(written.metrics_path)[:16]))
 
 
 @meta.classify_failures

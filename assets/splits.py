@@ -1,4 +1,4 @@
-"""Domain-level assets (Dagster wiring; the work is models/data_prep.py and sql/): a domain's slice
+"""Domain-level assets (Dagster wiring; the work is models/data/ and sql/): a domain's slice
 of its dataset, then its temporal split with histories, and the gate that it can train a model."""
 
 
@@ -6,9 +6,12 @@ import dagster as dg
 import pyarrow.parquet as pq
 
 from assets import _metadata as meta
-from models import data_prep
+from models.data import ingest as data_prep
+from models.core.files import file_sha256
+from models.data import splits
+from models.data import warehouse
 from models.config import ProjectConfig
-from models.workspace import Workspace
+from models.data.workspace import Workspace
 from orchestration.partitions import domain_partitions
 from orchestration.resources import ProjectResource
 
@@ -19,7 +22,7 @@ CODE_VERSION = meta.code_version(data_prep)
 def domain_interactions(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
     dom = project.config.domains[context.partition_key]
     with project.connect() as con:
-        n = data_prep.build_domain(con, dom)
+        n = splits.build_domain(con, dom)
         if n == 0:
             raise meta.fail(
                 f"domain {dom.name!r} selects no rows of dataset {dom.dataset!r} "
@@ -28,7 +31,7 @@ def domain_interactions(context: dg.AssetExecutionContext, project: ProjectResou
             metadata={
                 "dataset": dom.dataset, "category": dom.category or "all", "role": dom.role,
                 "item_noun": dom.item_noun,
-                **meta.summary_metadata(data_prep.summarize(con, "domain_interactions", "domain", dom.name)),
+                **meta.summary_metadata(warehouse.summarize(con, "domain_interactions", "domain", dom.name)),
                 "dagster/column_schema": meta.table_schema(con, "domain_interactions"),
                 "preview": meta.preview(con, "SELECT * FROM domain_interactions WHERE domain = $d", {"d": dom.name}),
             },
@@ -43,8 +46,8 @@ def _split_metadata(cfg: ProjectConfig, dom, stats: dict) -> dict:
           "warm_threshold": cfg.warm_threshold,
           "warm_rule": f"user and item each have more than {cfg.warm_threshold} train records",
           "history_length": cfg.history_length,
-          "dagster/row_count": sum(stats[s]["rows"] for s in data_prep.SPLITS)}
-    for split in data_prep.SPLITS:
+          "dagster/row_count": sum(stats[s]["rows"] for s in splits.SPLITS)}
+    for split in splits.SPLITS:
         s = stats[split]
         md.update({f"{split}/{key}": s[key] for key in ("rows", "users", "items", "not_cold", "cold", "warm")})
         md[f"{split}/positive_rate"] = round(s["positive_rate"], 4)
@@ -60,17 +63,17 @@ def temporal_split(context: dg.AssetExecutionContext, project: ProjectResource) 
     with project.connect() as con:
         origin = None
         if dom.split.protocol == "month_window":
-            origin = data_prep.origin_month(con, "interactions", "dataset", dom.dataset, dom.split)
-        stats = data_prep.build_split(con, dom.name, dom.split, out, origin=origin,
+            origin = splits.origin_month(con, "interactions", "dataset", dom.dataset, dom.split)
+        stats = splits.build_split(con, dom.name, dom.split, out, origin=origin,
                                       warm_threshold=cfg.warm_threshold, history_length=cfg.history_length)
-        for split in data_prep.SPLITS:
+        for split in splits.SPLITS:
             context.log.info(f"{dom.name} {split}: {stats[split]['rows']} rows")
-        if any(stats[s]["rows"] == 0 for s in data_prep.SPLITS):
+        if any(stats[s]["rows"] == 0 for s in splits.SPLITS):
             raise meta.fail(f"domain {dom.name!r}: the {dom.split.protocol} protocol left an empty split "
-                            f"({ {s: stats[s]['rows'] for s in data_prep.SPLITS} }); check its split settings")
+                            f"({ {s: stats[s]['rows'] for s in splits.SPLITS} }); check its split settings")
         md = {**_split_metadata(cfg, dom, stats),
               "preview": meta.preview(con, "SELECT * FROM read_parquet($path)", {"path": str(out)})}
-    digest = data_prep.file_sha256(out)
+    digest = file_sha256(out)
     md.update({"path": dg.MetadataValue.path(str(out)), "size_bytes": out.stat().st_size, "sha256": digest,
                "dagster/column_schema": meta.arrow_schema(pq.read_schema(out))})
     return dg.MaterializeResult(metadata=md, data_version=dg.DataVersion(digest[:16]))
@@ -79,7 +82,7 @@ def temporal_split(context: dg.AssetExecutionContext, project: ProjectResource) 
 def split_trainable(context: dg.AssetCheckExecutionContext, project: ProjectResource) -> dg.AssetCheckResult:
     domain = context.op_execution_context.partition_key
     dom = project.config.domains[domain]
-    stats = data_prep.split_label_counts(Workspace(project.root).split_path(domain))
+    stats = splits.split_label_counts(Workspace(project.root).split_path(domain))
     problems = [f"{s} has {stats[s][1]} positive and {stats[s][0]} negative rows"
                 for s in ("train", "valid") if min(stats[s]) == 0]
     if sum(stats["test"]) == 0:
@@ -92,7 +95,7 @@ def split_trainable(context: dg.AssetCheckExecutionContext, project: ProjectReso
                      f"rating >= {threshold} (datasets.{dom.dataset}.label_threshold): check that the "
                      f"ratings and the threshold match, and that the split settings give each part rows "
                      f"of both kinds; then materialize temporal_split again. Training downstream is skipped."),
-        metadata={f"{s}/{k}": stats[s][i] for s in data_prep.SPLITS for i, k in enumerate(("negatives", "positives"))})
+        metadata={f"{s}/{k}": stats[s][i] for s in splits.SPLITS for i, k in enumerate(("negatives", "positives"))})
 
 
 def build_split_assets(cfg: ProjectConfig) -> list:

@@ -28,7 +28,10 @@ from sklearn.metrics import roc_auc_score
 from torch.utils.data import DataLoader
 
 from _common import movies_split
-from models import cf, metrics
+from models.cf import interactions as cf_data
+from models.cf import neural as cf_neural
+from models.cf import train as cf_train
+from models.metrics import ranking as metrics
 from models.config import load_config
 
 
@@ -56,7 +59,7 @@ def original_uauc(user, predict, label) -> float:
     return float(np.mean(aucs))
 
 
-def original_mf_loop(data: cf.Interactions, c: cf.MFConfig, epochs: int) -> tuple[float, float]:
+def original_mf_loop(data: cf_data.Interactions, c: cf_neural.MFConfig, epochs: int) -> tuple[float, float]:
     """The authors' loop (per-epoch valid + test evaluation, early stopping); returns (s, best valid AUC)."""
     torch.manual_seed(c.seed)
     np.random.seed(c.seed)
@@ -117,28 +120,28 @@ def main() -> None:
     cfg = load_config()
     c = cfg.cf
     split, _ = movies_split()
-    data = cf.Interactions.from_split(split)
+    data = cf_data.Interactions.from_split(split)
     print(f"ML-1M movies: {data.n_users} users, {data.n_items} items, "
           f"{len(data.parts['train']['user'])} train rows")
 
     te = data.parts["test"]
     for kind in ("als", "bpr"):
         t0 = time.perf_counter()
-        model = cf.train_model(kind, data, c.get(kind), seed=int(c.get("seed", 2023)))
+        model = cf_train.train_model(kind, data, c.get(kind), seed=int(c.get("seed", 2023)))
         s = time.perf_counter() - t0
         print(f"{kind}: trained in {s:.2f} s (fit {model.info['fit_s']:.2f} s); test AUC "
               f"{metrics.auc(te['label'], model.score(te['user'], te['item'])):.4f}")
 
-    mf_cfg = cf.MFConfig(**(c.get("mf") or {}))
+    mf_cfg = cf_neural.MFConfig(**(c.get("mf") or {}))
     t0 = time.perf_counter()
-    full = cf.train_mf_bce(data, mf_cfg)
+    full = cf_neural.train_mf_bce(data, mf_cfg)
     print(f"mf (ours, to early stop): {time.perf_counter() - t0:.1f} s, {full.info['epochs_run']} epochs, "
           f"best epoch {full.info['best_epoch']}, test AUC "
           f"{metrics.auc(te['label'], full.score(te['user'], te['item'])):.4f}")
 
-    fixed = cf.MFConfig(**{**mf_cfg.model_dump(), "max_epochs": args.epochs, "patience": args.epochs})
+    fixed = cf_neural.MFConfig(**{**mf_cfg.model_dump(), "max_epochs": args.epochs, "patience": args.epochs})
     t0 = time.perf_counter()
-    ours = cf.train_mf_bce(data, fixed)
+    ours = cf_neural.train_mf_bce(data, fixed)
     ours_s = time.perf_counter() - t0
     orig_s, orig_best = original_mf_loop(data, fixed, args.epochs)
     print(f"mf, {args.epochs} epochs: ours {ours_s:.2f} s ({ours_s / args.epochs * 1000:.0f} ms/epoch, best valid "

@@ -1,12 +1,12 @@
 """CoLLM's cost over TALLRec as the paper measures it (CoLLM Table VI: +15.5 % training and +12.5 %
 inference on 2x A100, averaged over its data sets), on real ML-1M `movies` rows.
 
-- Training: TALLRec (LoRA on the text-only prompt, `models.lora_train.train`) and CoLLM-MF's step 2
-  (the CIE's MLP on the ID prompt over the frozen LLM, the same trainer with `models.collm.CoLLMHead`)
+- Training: TALLRec (LoRA on the text-only prompt, `models.llm.trainer.train`) and CoLLM-MF's step 2
+  (the CIE's MLP on the ID prompt over the frozen LLM, the same trainer with `models.llm.collm.CoLLMHead`)
   run the same number of steps with the same batch size on the same train rows, with the same
   validation rows (one evaluation at the end). The CIE's backward still crosses the whole LLM to
   reach the slot embeddings, and the ID prompt is longer: that is CoLLM's overhead.
-- Inference: both score the same test rows with our shared-prefix scorer (`models.scorer.score` on the
+- Inference: both score the same test rows with our shared-prefix scorer (`models.llm.scorer.score` on the
   text prompts, `score_ids` with the CIE's embeddings on the ID prompts).
 - The MF vectors are random in MF's real shape (d = 256, every user and item of the split known):
   the cost of the CIE does not depend on their values, and training MF (minutes) would only delay
@@ -32,10 +32,13 @@ import polars as pl
 import torch
 
 from _common import movies_split
-from models import collm, lora_train, scorer
-from models import llm as llm_mod
-from models import prompts as prompt_mod
-from models.cf import CFModel
+from models.llm import collm
+from models import profiles
+from models.llm import trainer as lora_train
+from models.llm import scorer
+from models.llm import loading as llm_mod
+from models.llm import prompts as prompt_mod
+from models.cf.model import CFModel
 from models.config import Settings
 
 PAPER_TRAIN, PAPER_INFER = 1.155, 1.125
@@ -77,7 +80,7 @@ def main() -> None:
     def text_prompts(df):
         return [text_b([titles[i] for i in h], titles[it]) for _, it, h in rows(df)]
 
-    cfg = lora_train.TrainConfig(max_steps=args.steps, batch_size=args.batch, eval_every=args.steps,
+    cfg = profiles.TrainConfig(max_steps=args.steps, batch_size=args.batch, eval_every=args.steps,
                                  checkpoint_every=args.steps, warmup_steps=1, patience=100)
     timings: dict[str, list[float]] = {"tallrec_train": [], "collm_train": [], "tallrec_infer": [], "collm_infer": []}
     tokens = {}

@@ -6,7 +6,7 @@ What is compared
     last 10 positive items strictly earlier in time (across split boundaries, oldest first), and
     the not_cold / warm flags, written out.
 
-    ours  origin_month + build_split (models/data_prep.py, sql/split_*.sql) writing a Parquet file.
+    ours  origin_month + build_split (models/data/, sql/split_*.sql) writing a Parquet file.
     loop  a re-implementation of dataset/ml-1m/processing_ood.ipynb of CoLLM: pandas, a per-user
           Python loop that grows `his`, and row-wise `apply` for not_cold (and, in the same style,
           for warm), ending with the result DataFrames. Two deviations, both needed for the same
@@ -78,7 +78,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from models import data_prep
+from models.data import ingest as data_prep
+from models.data import splits
+from models.data import warehouse
 from models.config import ProjectConfig, SplitSpec, load_config
 
 DOMAIN = "movies"  # the CoLLM ML-1M reproduction domain of config/datasets.yaml
@@ -94,8 +96,8 @@ SPLIT_FLAG = {-1.0: "train", 0.0: "valid", 1.0: "test"}
 def run_ours(con, domain: str, spec: SplitSpec, out: Path, cfg: ProjectConfig) -> tuple[float, dict]:
     """origin_month + build_split to `out`; returns (seconds, split stats)."""
     t0 = time.perf_counter()
-    origin = data_prep.origin_month(con, "domain_interactions", "domain", domain, spec)
-    stats = data_prep.build_split(con, domain, spec, out, origin=origin, warm_threshold=cfg.warm_threshold,
+    origin = splits.origin_month(con, "domain_interactions", "domain", domain, spec)
+    stats = splits.build_split(con, domain, spec, out, origin=origin, warm_threshold=cfg.warm_threshold,
                                   history_length=cfg.history_length)
     return time.perf_counter() - t0, stats
 
@@ -234,10 +236,10 @@ def original_tie_histories(frame: pd.DataFrame, spec: SplitSpec, history_length:
 def load_ml1m(cfg: ProjectConfig):
     dom = cfg.domains[DOMAIN]
     ds = cfg.datasets[dom.dataset]
-    con = data_prep.connect(":memory:")
+    con = warehouse.connect(":memory:")
     data_prep.ingest_dataset(con, ds)
     data_prep.build_interactions(con, ds)
-    data_prep.build_domain(con, dom)
+    splits.build_domain(con, dom)
     # the loop's input, in the order of the source file (as the notebook read it)
     frame = con.execute("""
         SELECT d.user_id AS uid, d.item_id AS iid, d.rating, d.ts AS timestamp, d.label, d.title
@@ -280,7 +282,7 @@ def bench_ml1m(cfg: ProjectConfig, repeat: int, pandas_strings: bool) -> float:
             seconds, stats = run_ours(con, DOMAIN, spec, out, cfg)
             ours_times.append(seconds)
         ours_rows = canonical_ours(out)
-    print("ours: " + ", ".join(f"{s} {stats[s]['rows']:,}" for s in data_prep.SPLITS)
+    print("ours: " + ", ".join(f"{s} {stats[s]['rows']:,}" for s in splits.SPLITS)
           + f"; test not_cold {stats['test']['not_cold']:,}, warm {stats['test']['warm']:,}")
 
     loop_times = []
@@ -405,7 +407,7 @@ def synthetic_child(n: int) -> None:
     cfg = load_config()
     spec = synthetic_spec(cfg)
     t0 = time.perf_counter()
-    con = data_prep.connect(":memory:")
+    con = warehouse.connect(":memory:")
     tbl = synthetic_table(n)
     con.register("synthetic_rows", tbl)
     con.execute(f"INSERT INTO domain_interactions SELECT '{SYNTHETIC_DOMAIN}', user_id, item_id, rating, ts, label, "
@@ -423,7 +425,7 @@ def synthetic_child(n: int) -> None:
         size = out.stat().st_size
     print("RESULT " + json.dumps({
         "n": n, "users": users, "items": items, "positive_rate": pos, "generate_s": gen_s, "seconds": seconds,
-        "rows": {s: stats[s]["rows"] for s in data_prep.SPLITS}, "rss_before": mem.before, "rss_peak": mem.peak,
+        "rows": {s: stats[s]["rows"] for s in splits.SPLITS}, "rss_before": mem.before, "rss_peak": mem.peak,
         "process_peak": process_peak_rss(), "parquet_bytes": size}), flush=True)
 
 

@@ -113,7 +113,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import sql
-from models import data_prep
+from models.data import ingest as data_prep
+from models.data import content
+from models.data import splits
+from models.data import warehouse as warehouse_db
 from models.config import Settings, load_config
 
 GEN_VERSION = 1  # bump when the generator changes: cached files are keyed by it
@@ -522,7 +525,7 @@ def run_child(n: int, source: Path, run_dir: Path) -> None:
     prof = Profile()
 
     # profiling only: each statement is timed under its SQL file, the inspection thread's pass under its file
-    real_run, real_inspect_file = sql.run, data_prep.inspect_file
+    real_run, real_inspect_file = sql.run, content.inspect_file
 
     def run(con, name, **params):
         if not isinstance(con, TimedConnection):
@@ -537,13 +540,13 @@ def run_child(n: int, source: Path, run_dir: Path) -> None:
         with prof.timed(f"ingest/inspect {Path(path).name} (thread)"):
             return real_inspect_file(path, *args, **kwargs)
 
-    sql.run, data_prep.inspect_file = run, inspect_file
+    sql.run, content.inspect_file = run, inspect_file
     settings = None
 
     def phase(name: str, work):
         nonlocal settings
         with prof.timed(name):
-            con = TimedConnection(data_prep.connect(warehouse, memory_limit=env.duckdb_memory_limit,
+            con = TimedConnection(warehouse_db.connect(warehouse, memory_limit=env.duckdb_memory_limit,
                                                     temp_directory=env.duckdb_temp_dir), prof, name)
             if settings is None:
                 settings = dict(zip(("memory_limit", "temp_directory", "threads"), con.execute(
@@ -564,16 +567,16 @@ def run_child(n: int, source: Path, run_dir: Path) -> None:
     ingest_peak = peak_rss(reset=True)
     cpu.append(cpu_s())
     inter = phase("interactions", lambda con: data_prep.build_interactions(con, ds))
-    phase("domain", lambda con: data_prep.build_domain(con, dom))
+    phase("domain", lambda con: splits.build_domain(con, dom))
     split_path = run_dir / "split.parquet"
-    stats = phase("split", lambda con: data_prep.build_split(con, dom.name, dom.split, split_path,
+    stats = phase("split", lambda con: splits.build_split(con, dom.name, dom.split, split_path,
                                                              warm_threshold=cfg.warm_threshold,
                                                              history_length=cfg.history_length))
     split_peak = peak_rss()
     cpu.append(cpu_s())
     load.append(os.getloadavg()[0])
     prof.stop()
-    con = data_prep.connect(warehouse, read_only=True)
+    con = warehouse_db.connect(warehouse, read_only=True)
     by_stage = {f"{s}:{k}:{r}": c for s, k, r, c in con.execute(
         "SELECT stage, kind, reason, count(*) FROM quarantine GROUP BY ALL").fetchall()}
     # an order-free digest of what ingestion wrote: equal digests, equal rows (to compare versions of the code)
@@ -587,7 +590,7 @@ def run_child(n: int, source: Path, run_dir: Path) -> None:
         "n": n, "settings": settings, "read": rep.interaction_rows_read, "loaded": rep.interactions_loaded,
         "items_read": rep.item_rows_read, "items_loaded": rep.items_loaded,
         "duplicate_items": rep.duplicate_items_collapsed, "quarantine": by_stage,
-        "interactions": inter, "split_rows": {s: stats[s]["rows"] for s in data_prep.SPLITS},
+        "interactions": inter, "split_rows": {s: stats[s]["rows"] for s in splits.SPLITS},
         "split_users": stats["train"].get("users", 0), "split_items": stats["train"].get("items", 0),
         "times": prof.times, "peaks": prof.peaks, "ingest_peak": ingest_peak, "split_peak": split_peak,
         "spill_peak": prof.spill_peak, "digest": digest, "ingest_cpu": cpu[1] - cpu[0], "split_cpu": cpu[2] - cpu[1],
@@ -647,7 +650,7 @@ def report_size(r: dict, m: dict, gen_note: str) -> None:
     print(f"quarantine = the injected defects, by reason. Loaded {r['loaded']:,} reviews and {r['items_loaded']:,} "
           f"items ({r['duplicate_items']:,} duplicate meta lines collapsed); {r['interactions']['rows']:,} "
           f"interactions after {r['interactions']['duplicates_collapsed']:,} duplicates; split "
-          + ", ".join(f"{s} {r['split_rows'][s]:,}" for s in data_prep.SPLITS)
+          + ", ".join(f"{s} {r['split_rows'][s]:,}" for s in splits.SPLITS)
           + f" ({r['split_users']:,} train users, {r['split_items']:,} train items); warehouse "
           f"{r['warehouse_bytes'] / GIB:.2f} GiB, content digest {r['digest']}")
     print("profile (time, sampled peak RSS while it ran; the inspection thread runs beside the reads):")

@@ -24,10 +24,11 @@ import numpy as np
 import torch
 
 from _common import movies_split
-from models import llm as llm_mod
-from models import merge, scorer
+from models.llm import loading as llm_mod
+from models.llm import merge
+from models.llm import scorer
 from models.config import Settings
-from models.prompts import PromptBuilder
+from models.llm.prompts import PromptBuilder
 
 
 def random_adapters(path: Path, out: Path) -> dict[str, Path]:

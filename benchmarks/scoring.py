@@ -34,11 +34,12 @@ import polars as pl
 import torch
 
 from _common import movies_split
-from models import llm as llm_mod
-from models import listwise, scorer
-from models.candidates import sample_candidates
+from models.llm import loading as llm_mod
+from models.llm import listwise
+from models.llm import scorer
+from models.data.candidates import sample_candidates
 from models.config import Settings
-from models.prompts import PromptBuilder
+from models.llm.prompts import PromptBuilder
 
 
 def prompts_for(split: pl.DataFrame, titles: dict[str, str], n_point: int, n_users: int):

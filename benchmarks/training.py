@@ -4,7 +4,7 @@ padded loop, and the achieved FLOP/s as a share of a matrix-multiply peak measur
 - Plain padded loop (the CoLLM/TALLRec way): shuffled batches tokenized every step and padded to
   the longest prompt, the full model forward with full-vocabulary logits at every position, the
   Yes logit read at the last prompt position, BCE, backward, AdamW.
-- Ours: `models.lora_train.train` itself (prompts tokenized once, length-grouped batches, only the
+- Ours: `models.llm.trainer.train` itself (prompts tokenized once, length-grouped batches, only the
   last position meets the output layer), same LoRA settings, same number of steps and batch size.
 - Peak: the best of several large square matrix multiplies (dtype and threads of the model).
 - Useful FLOPs count real (unpadded) tokens only: for LoRA with frozen weights a step costs the
@@ -32,9 +32,11 @@ import numpy as np
 import torch
 
 from _common import movies_split
-from models import llm as llm_mod
-from models import lora_train
-from models import prompts as prompt_mod
+from models.llm import loading as llm_mod
+from models.llm import heads
+from models import profiles
+from models.llm import trainer as lora_train
+from models.llm import prompts as prompt_mod
 from models.config import Settings
 
 
@@ -77,8 +79,8 @@ def useful_flops(model, lengths: np.ndarray, lora_r: int, targets: tuple[str, ..
     return 2 * linear_fwd + 3 * attn_fwd + 3 * lora_fwd  # fwd + activation grads; LoRA also weight grads
 
 
-def plain_loop(llm, prompts, labels, steps: int, batch: int, c: lora_train.TrainConfig, seed: int):
-    model = lora_train.add_lora(llm, c)
+def plain_loop(llm, prompts, labels, steps: int, batch: int, c: profiles.TrainConfig, seed: int):
+    model = heads.add_lora(llm, c)
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=c.lr)
     rng = np.random.default_rng(seed)
@@ -125,7 +127,7 @@ def main() -> int:
 
     peak = matmul_peak(llm.device, llm.dtype)
     print(f"matrix-multiply peak: {peak / 1e9:.1f} GFLOP/s ({llm.dtype})")
-    c = lora_train.TrainConfig(batch_size=args.batch, max_steps=args.steps, eval_every=10 ** 9,
+    c = profiles.TrainConfig(batch_size=args.batch, max_steps=args.steps, eval_every=10 ** 9,
                                checkpoint_every=10 ** 9, warmup_steps=0)
     plain = plain_loop(llm, prompts, labels, args.steps, args.batch, c, seed=c.seed)
     print(f"plain padded loop: {plain:.0f} tokens/s")

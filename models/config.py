@@ -1,5 +1,5 @@
 """The datasets-and-domains config file and the environment settings: the file's schema as typed,
-strict models (models/strict.py reports every problem of a file at once, with dotted key paths and
+strict models (models/core/strict.py reports every problem of a file at once, with dotted key paths and
 the likely fix), and the plain settings objects the pipeline reads."""
 
 import importlib.util
@@ -14,21 +14,27 @@ from typing import Annotated, Any, Iterator, Literal, Optional, Union, get_args
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
-from models.formats import FORMATS as INGEST_FORMATS
-from models.strict import (ConfigError, Problem, Strict, choices_text, partial_model, got_text, between_markers, closest, load_yaml,
+from models.core.strict import (ConfigError, Problem, Strict, choices_text, partial_model, got_text, between_markers, closest, load_yaml,
                            schema_markdown as _schema_markdown)
+from models.registry.cf import CF_MODELS
+from models.registry.formats import FORMATS as INGEST_FORMATS
+from models.registry.methods import method_names
+from models.registry.published import LISTWISE_PUBLISHED, PUBLISHED
+from models.profiles import get_profile
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-FORMATS = tuple(INGEST_FORMATS)  # models/formats.py is the registry
+FORMATS = tuple(INGEST_FORMATS)  # models/registry/formats.py is the registry
 PROTOCOLS = ("month_window", "date_cutoff", "leave_one_out")
 ROLES = ("general", "target", "cold_start")
 TASKS = ("pointwise", "listwise", "both")  # CoLLM's Yes/No task, RecCocktail's listwise task as published
 PROFILES = ("smoke", "demo", "extended", "full")  # the shipped ones; users add theirs (models/profiles.py)
 TIMESTAMP_UNITS = ("s", "ms", "iso")
 
-README_START = "<!-- config-schema:start -->"
-README_END = "<!-- config-schema:end -->"
+# docs/reference/config-keys.md holds the generated tables between these markers
+DOCS_PAGE = PROJECT_ROOT / "docs" / "reference" / "config-keys.md"
+DOCS_START = "<!-- config-schema:start -->"
+DOCS_END = "<!-- config-schema:end -->"
 
 
 # --- environment ------------------------------------------------------------------------------
@@ -56,7 +62,6 @@ class Settings:
         ).expanduser()
         profile = os.environ.get("LLMREC_PROFILE", "demo")
         if profile not in PROFILES:
-            from models.profiles import get_profile
 
             get_profile(profile)  # a profile of the user's file, or the error that names the choices
         landing = os.environ.get("LLMREC_LANDING_DIR")
@@ -480,24 +485,10 @@ class _FileBase(_FileModel):
                                      f" (domains: {choices_text(domains)})"))
 
 
-def method_names() -> tuple[str, ...]:
-    """Every method name a report can show (and a floor can name), from the registries: the CF models,
-    the LLM scores (the untrained LLM and every merge method), CoLLM on each CF model, backbone and
-    variant, and the report's ensembles (CoLLM's Table III)."""
-    from models import collm_train, llm_scores
-    from models.cf import CF_MODELS
-    from models.report import ENSEMBLES
-
-    return (*CF_MODELS, *llm_scores.score_names(), *collm_train.method_names(), *ENSEMBLES)
-
-
 @lru_cache(maxsize=None)
 def file_model() -> type[BaseModel]:
-    """The model of the whole config file. Built on first use from the registries (CF models,
-    published references), which are imported only then because they pull in torch."""
-    from models.cf import CF_MODELS
-    from models.listwise_report import PUBLISHED as LISTWISE_PUBLISHED
-    from models.report import PUBLISHED
+    """The model of the whole config file, built on first use from the registries (CF models,
+    published references)."""
 
     cf_fields: dict[str, Any] = {
         name: (Annotated[spec.params, Section], Field(default_factory=spec.params, description=spec.description))
@@ -505,7 +496,7 @@ def file_model() -> type[BaseModel]:
     cf_fields["seed"] = (int, Field(2023, description="seed of every CF model"))
     cf = create_model("CFSection", __base__=_FileModel, __module__=__name__,
                       __doc__="The CF baselines and CIE sources (PROTOCOLS section 4): one optional entry per "
-                              "model of `models.cf.CF_MODELS`, each with its hyper-parameters.", **cf_fields)
+                              "model of `models.registry.cf.CF_MODELS`, each with its hyper-parameters.", **cf_fields)
     settings = create_model(
         "SettingsSection", __base__=_SettingsBase, __module__=__name__, __doc__=_SettingsBase.__doc__,
         cf=(Annotated[cf, Section], Field(default_factory=cf, description="the CF models (below)")),
@@ -525,7 +516,7 @@ def file_model() -> type[BaseModel]:
             "changes to `settings.cf` for this domain (below); none: the settings' own"))),
         reference=(Literal[tuple(PUBLISHED) + tuple(LISTWISE_PUBLISHED)] | None, Field(
             None, description="the papers' published numbers the report shows beside ours "
-                              "(`models.report.PUBLISHED`)")))
+                              "(`models.registry.published`)")))
     at_least_one = {"doc_default": "at least one"}
     return create_model(
         "ConfigFile", __base__=_FileBase, __module__=__name__, __doc__=_FileBase.__doc__,
@@ -573,9 +564,9 @@ class DomainConfig:
     role: str
     category: str | None
     split: SplitSpec
-    reference: str | None = None  # a key of models.report.PUBLISHED
+    reference: str | None = None  # a key of models.registry.published
     task: str = "pointwise"
-    words: dict = field(default_factory=dict)  # the listwise prompt's words (models.listwise.Words fields)
+    words: dict = field(default_factory=dict)  # the listwise prompt's words (models.llm.listwise.Words fields)
     cf: dict = field(default_factory=dict)  # CF model -> hyper-parameters that differ from `settings.cf`
 
     @property
@@ -673,26 +664,25 @@ def load_config(path: Path | str | None = None) -> ProjectConfig:
     return ProjectConfig(path=path, settings=doc.settings.model_dump(), datasets=datasets, domains=domains)
 
 
-# --- the README's tables, generated from the models --------------------------------------------
+# --- the reference page's tables, generated from the models -------------------------------------
 
 
 def schema_markdown() -> str:
-    """Every key of the config file, one table per mapping (the README's "Every key")."""
+    """Every key of the config file, one table per mapping (docs/reference/config-keys.md)."""
     return _schema_markdown(file_model())
 
 
-def readme_with_schema(readme: str) -> str:
-    """The README text with the generated tables between its config-schema markers."""
-    return between_markers(readme, README_START, README_END, schema_markdown())
+def page_with_schema(page: str) -> str:
+    """The page's text with the generated tables between its config-schema markers."""
+    return between_markers(page, DOCS_START, DOCS_END, schema_markdown())
 
 
 def main(argv: list[str]) -> int:
     if argv == ["--markdown"]:
         sys.stdout.write(schema_markdown())
         return 0
-    if argv == ["--readme"]:
-        readme = PROJECT_ROOT / "README.md"
-        readme.write_text(readme_with_schema(readme.read_text()))
+    if argv == ["--docs"]:
+        DOCS_PAGE.write_text(page_with_schema(DOCS_PAGE.read_text()))
         return 0
     if argv[:1] == ["--check"] or not argv:
         try:
@@ -702,7 +692,7 @@ def main(argv: list[str]) -> int:
             return 1
         print(f"{cfg.path}: {len(cfg.datasets)} datasets, {len(cfg.domains)} domains, valid")
         return 0
-    print("usage: python -m models.config [--markdown | --readme | --check [PATH]]", file=sys.stderr)
+    print("usage: python -m models.config [--markdown | --docs | --check [PATH]]", file=sys.stderr)
     return 2
 
 

@@ -4,18 +4,109 @@ strict, and which of them each stage reads (the stage's part of its lineage). No
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
 
 import yaml
-from pydantic import AfterValidator, BaseModel, Field, NonNegativeInt, PositiveInt, model_validator
+from pydantic import (AfterValidator, BaseModel, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
+                      model_validator)
 
-from models.cf import CF_MODELS
-from models.collm import VARIANTS
-from models.lora_train import TrainConfig
-from models.merge import MergeSettings
-from models.strict import ConfigError, Strict, partial_model, validate
+from models.core.strict import ConfigError, Strict, partial_model, validate
+from models.registry.cf import CF_MODELS
+from models.registry.collm import VARIANTS
+from models.core.strict import schema_markdown
+from models.core.strict import between_markers
+
+
+class TrainConfig(Strict):
+    """Every setting of one training run (PROTOCOLS section 3 where the paper gives one). A
+    profile's `train` section is exactly this; all of it goes into the checkpoint fingerprint."""
+
+    lr: PositiveFloat = Field(1e-3, description="peak learning rate (AdamW)")
+    warmup_steps: NonNegativeInt = Field(200, description="linear warm-up steps from `warmup_start_lr` to `lr`")
+    warmup_start_lr: PositiveFloat = Field(1e-5, description="learning rate at step 0")
+    min_lr: PositiveFloat = Field(8e-5, description="cosine floor reached at `max_steps`")
+    weight_decay: NonNegativeFloat = Field(1e-3, description="AdamW weight decay (none on biases and norms)")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
+    batch_size: PositiveInt = Field(16, description="prompts per optimiser step, across processes and accumulation")
+    grad_accum: PositiveInt = Field(1, description="micro-batches per optimiser step")
+    max_steps: PositiveInt = Field(1000, description="optimiser steps at most")
+    eval_every: PositiveInt = Field(50, description="steps between validation AUCs (CoLLM's 'epoch' of 50 iterations)")
+    patience: PositiveInt = Field(20, description="evaluations without improvement before early stop")
+    checkpoint_every: PositiveInt = Field(50, description="steps between resumable checkpoints")
+    lora_r: PositiveInt = Field(8, description="LoRA rank")
+    lora_alpha: PositiveInt = Field(16, description="LoRA alpha (scale alpha / r)")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout")
+    target_modules: tuple[str, ...] = Field(("auto",), min_length=1,
+                                            description="the modules LoRA wraps: their names (q_proj, v_proj; c_attn "
+                                                        "on GPT-2), `auto` (PEFT's default for the model family: "
+                                                        "q_proj, v_proj on Llama and Qwen2 as in TALLRec and CoLLM; "
+                                                        "c_attn on GPT-2; qkv_proj on Phi-3) or `all-linear`")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass: far less "
+                                                            "memory for long prompts and large models, ~30 % slower")
+    max_grad_norm: Optional[PositiveFloat] = Field(None, description="clip the gradient's global norm to this "
+                                                                     "before each step (none: no clipping)")
+    length_group: PositiveInt = Field(32, description="batches per length-sorted pool; 1 = plain shuffled batches")
+    seed: int = Field(2023, description="seed of LoRA init, batch order and dropout")
+    epochs: Optional[PositiveFloat] = Field(None, description="when set, `max_steps` = epochs x training rows / "
+                                                              "batch_size (RecCocktail: 2 base spirit, 4 ingredient)")
+    warmup_ratio: Optional[float] = Field(None, ge=0, lt=1, description="when set, `warmup_steps` = this share of "
+                                                                        "`max_steps` (RecCocktail: 0.05)")
+
+    def for_rows(self, n: int) -> "TrainConfig":
+        """The config with `epochs` and `warmup_ratio` resolved into steps for `n` training rows."""
+        steps = max(1, math.ceil(self.epochs * n / self.batch_size)) if self.epochs else self.max_steps
+        warmup = round(self.warmup_ratio * steps) if self.warmup_ratio is not None else self.warmup_steps
+        return self.model_copy(update={"max_steps": steps, "warmup_steps": warmup})
+
+    def peft_targets(self):
+        """`target_modules` as PEFT's LoraConfig takes it; None for `auto` (the model decides: `auto_targets`)."""
+        if self.target_modules == ("auto",):
+            return None
+        if self.target_modules == ("all-linear",):
+            return "all-linear"
+        if "auto" in self.target_modules or "all-linear" in self.target_modules:
+            raise ValueError(f"target_modules {list(self.target_modules)}: `auto` and `all-linear` stand alone")
+        return list(self.target_modules)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TrainConfig":
+        self.peft_targets()
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr {self.min_lr} is above lr {self.lr}")
+        if self.batch_size % self.grad_accum:
+            raise ValueError(f"batch_size {self.batch_size} must be a multiple of grad_accum {self.grad_accum}")
+        return self
+
+
+class MergeSettings(Strict):
+    """The cocktail merge of one profile (its `merge` section): what the weights learn on, how they
+    learn, and the baselines' grid."""
+
+    learn_rows: PositiveInt = Field(200, description="unlabelled validation prompts the mixing weights learn on")
+    select_rows: PositiveInt = Field(200, description="other validation rows whose labels pick the learning rate "
+                                                       "and step (and the task-arithmetic lambda)")
+    learning_rates: tuple[PositiveFloat, ...] = Field((0.01, 0.05), min_length=1,
+                                                      description="Adam learning rates tried for the mixing logits")
+    steps: PositiveInt = Field(20, description="weight-learning steps per learning rate")
+    batch_size: PositiveInt = Field(8, description="prompts per weight-learning step")
+    eval_every: PositiveInt = Field(5, description="steps between candidates scored on the selection rows")
+    temperature: PositiveFloat = Field(1.0, description="softmax temperature T of the mixing weights")
+    task_arithmetic_lambdas: tuple[PositiveFloat, ...] = Field((0.3, 0.5, 0.7, 1.0), min_length=1,
+                                                               description="task-arithmetic lambdas tried")
+    ties_densities: tuple[PositiveFloat, ...] = Field((0.5,), min_length=1, description="TIES densities tried "
+                                                      "(PEFT `add_weighted_adapter`, weights 1, 1)")
+    dare_densities: tuple[PositiveFloat, ...] = Field((0.5,), min_length=1, description="DARE densities tried "
+                                                      "(PEFT `dare_linear`, weights 1, 1, seeded)")
+    entropy_tokens: int = Field(3, ge=1, le=5, description="listwise: the first tokens of each generated answer "
+                                                           "item whose next-token entropy the weights minimise (3-5)")
+    entropy_buffer: PositiveInt = Field(60, description="listwise: entropy positions per weight-learning step "
+                                                        "(prompts are generated until the buffer holds this many)")
+    max_new_tokens: PositiveInt = Field(96, description="listwise: tokens generated per answer at most")
+    seed: int = Field(2023, description="seed of the validation slices and the prompt batches")
+
 
 
 # a profile's per-kind `train` entries: any TrainConfig field, each optional (None: the profile's `train`)
@@ -256,13 +347,13 @@ def get_profile(name: str, overrides: dict | None = None, source: str = "run con
     return with_overrides(p, overrides or {}, source)
 
 
-README_START = "<!-- profile-schema:start -->"
-README_END = "<!-- profile-schema:end -->"
+# docs/reference/profile-keys.md holds the generated tables between these markers
+DOCS_START = "<!-- profile-schema:start -->"
+DOCS_END = "<!-- profile-schema:end -->"
 
 
 def profiles_markdown() -> str:
     """The shipped profiles side by side, then every key of the profile schema (for the README)."""
-    from models.strict import schema_markdown
 
     shipped = load_profiles([PROFILES_FILE])
     rows = ["| profile | model | steps (base spirit / ingredient / CIE) | batch | valid rows | test users | users with "
@@ -287,14 +378,12 @@ def profiles_markdown() -> str:
 def main(argv: list[str]) -> int:
     import sys
 
-    from models.strict import between_markers
-
     if argv == ["--markdown"]:
         sys.stdout.write(profiles_markdown())
         return 0
-    if argv == ["--readme"]:
-        readme = PROFILES_FILE.parent.parent / "README.md"
-        readme.write_text(between_markers(readme.read_text(), README_START, README_END, profiles_markdown()))
+    if argv == ["--docs"]:
+        page = PROFILES_FILE.parent.parent / "docs" / "reference" / "profile-keys.md"
+        page.write_text(between_markers(page.read_text(), DOCS_START, DOCS_END, profiles_markdown()))
         return 0
     try:
         names = list(load_profiles())

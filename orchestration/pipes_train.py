@@ -1,6 +1,6 @@
 """LoRA training out of process: `ingredient_lora` / `base_spirit_lora` with LLMREC_TRAIN_PIPES=1
 start this module through Dagster Pipes (PipesSubprocessClient here; PipesK8sClient on Kubernetes,
-see README "Operations"). It runs the same trainer as in process (models.adapters.train_adapter,
+see README "Operations"). It runs the same trainer as in process (models.stages.adapters.train_adapter,
 with the run's effective profile) and sends its log lines and the adapter's materialization back to
 the Dagster run. It imports models/ only."""
 
@@ -24,10 +24,10 @@ def _typed(v):
 
 def main() -> None:
     with open_dagster_pipes() as pipes:
-        from models.adapters import train_adapter
+        from models.stages.adapters import train_adapter
         from models.config import load_config
         from models.profiles import Profile
-        from models.workspace import Workspace
+        from models.data.workspace import Workspace
 
         ex = pipes.extras
         pipes.log.info(f"pipes trainer: {ex['kind']} on {', '.join(ex['domains'])}")

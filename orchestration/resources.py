@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from models import data_prep
+from models.data import warehouse
 from models.config import ProjectConfig, Settings, load_config
 
 
@@ -61,7 +61,7 @@ class ProjectResource(dg.ConfigurableResource):
         delay = 0.2
         while True:
             try:
-                return data_prep.connect(self.root / "warehouse.duckdb", read_only=read_only,
+                return warehouse.connect(self.root / "warehouse.duckdb", read_only=read_only,
                                          memory_limit=self.duckdb_memory_limit or None,
                                          temp_directory=self.duckdb_temp_dir or None)
             except duckdb.IOException as exc:

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from models import data_prep
+from models.data import ingest as data_prep
+from models.core.files import file_sha256
 from models.config import ProjectConfig
 from orchestration.jobs import ingest_landing_job, prepare_domain_job
 from orchestration.partitions import DOMAIN_PARTITIONS, missing_domains
@@ -55,7 +56,7 @@ def landing_tick(cfg: ProjectConfig, landing: Path, cursor: dict, now: float | N
                     notes.append(f"{key}: waiting until it stops changing")
                 pending[key] = sig
                 continue
-            digest = data_prep.file_sha256(path)
+            digest = file_sha256(path)
             pending.pop(key)
             done[key] = sig
             if digest in seen:

@@ -10,7 +10,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from models import data_prep
+from models.data import warehouse
 from models.config import Settings
 from orchestration.definitions import build_definitions
 from orchestration.jobs import materialize_dataset
@@ -42,7 +42,7 @@ class IngestRun:
 
     def query(self, sql_text: str, params: dict[str, Any] | None = None) -> list[tuple]:
         """Rows of a query against the warehouse, opened read-only after the run."""
-        con = data_prep.connect(self.warehouse, read_only=True)
+        con = warehouse.connect(self.warehouse, read_only=True)
         try:
             return con.execute(sql_text, params).fetchall()
         finally:

@@ -8,7 +8,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from models import llm
+from models.llm import loading as llm
 from orchestration.definitions import build_definitions
 from orchestration.jobs import materialize_dataset, materialize_domain
 from test_report import MONTH, write_fixture

@@ -7,9 +7,13 @@ import polars as pl
 import pytest
 import torch
 
-from models import collm, llm, lora_train
-from models.cf import CFModel
-from models.prompts import PromptBuilder
+from models.llm import collm
+from models.llm import heads
+from models import profiles
+from models.llm import loading as llm
+from models.llm import trainer as lora_train
+from models.cf.model import CFModel
+from models.llm.prompts import PromptBuilder
 
 TEXT, IDS = PromptBuilder(noun="movie"), PromptBuilder(noun="movie", with_ids=True)
 
@@ -66,7 +70,7 @@ def test_slots_carry_cf_vectors_and_unknown_ids_fall_back_to_text(model_path):
 def test_training_moves_only_what_the_variant_trains_and_learns_the_cf_signal(model_path, tmp_path, variant):
     loaded = llm.load(model_path, device="cpu")
     cf = _cf()
-    peft = lora_train.add_lora(loaded, lora_train.TrainConfig()) if variant == "t3" else None
+    peft = heads.add_lora(loaded, profiles.TrainConfig()) if variant == "t3" else None
     torch.manual_seed(0)
     head = collm.CoLLMHead(loaded.model, cf, loaded.yes_id, variant, peft_model=peft)
     frozen = {n: p.detach().clone() for n, p in loaded.model.named_parameters() if "lora_" not in n}
@@ -76,7 +80,7 @@ def test_training_moves_only_what_the_variant_trains_and_learns_the_cf_signal(mo
     tr, ty, _, _ = collm.examples(head, loaded.tokenizer, split, titles, TEXT, IDS, "train", None)
     va, vy, _, used = collm.examples(head, loaded.tokenizer, split, titles, TEXT, IDS, "valid", None)
     assert used.all()
-    cfg = lora_train.TrainConfig(lr=1e-2, min_lr=1e-3, warmup_steps=5, batch_size=16, max_steps=60, eval_every=20,
+    cfg = profiles.TrainConfig(lr=1e-2, min_lr=1e-3, warmup_steps=5, batch_size=16, max_steps=60, eval_every=20,
                                  checkpoint_every=20)
     res = lora_train.train(loaded, tr, ty, va, vy, tmp_path, cfg, log=lambda s: None, head=head)
     assert res.best_valid > 0.8, res.history  # text is identical for every row: only the CF vectors tell
@@ -89,13 +93,13 @@ def test_training_moves_only_what_the_variant_trains_and_learns_the_cf_signal(mo
     fresh = collm.CoLLMHead(llm.load(model_path, device="cpu").model, cf, loaded.yes_id,
                             "two_step").load_trained(tmp_path / "adapter")
     if variant != "t3":  # the saved head reproduces the best validation AUC
-        from models import metrics
+        from models.metrics import ranking as metrics
 
-        assert metrics.auc(vy, lora_train.predict(fresh, loaded, va)) == pytest.approx(res.best_valid, abs=1e-6)
+        assert metrics.auc(vy, heads.predict(fresh, loaded, va)) == pytest.approx(res.best_valid, abs=1e-6)
 
 
 def test_fast_scorer_with_slot_embeddings_equals_the_plain_forward(model_path):
-    from models import scorer
+    from models.llm import scorer
 
     loaded = llm.load(model_path, device="cpu")
     cf = _cf()
@@ -106,9 +110,9 @@ def test_fast_scorer_with_slot_embeddings_equals_the_plain_forward(model_path):
     group = collm.candidate_tokens(head, loaded.tokenizer, "u2", hist, [f"i{k}" for k in range(30, 40)], titles, TEXT, IDS)
     assert sum(t >= head.vocab for t in group[-1]) == 0 and sum(t >= head.vocab for t in group[0]) == 2  # i39 is cold
     (fast,) = scorer.score_id_groups(loaded, [group], max_batch_tokens=40, embed=head.embed)
-    plain = lora_train.predict(head, loaded, group)
+    plain = heads.predict(head, loaded, group)
     assert np.abs(fast.numpy() - plain).max() < 1e-4
     rows = [("u1", "i3", hist), ("u1", "i4", hist), ("u3", "i3", []), ("u1", "i39", hist)]
     seqs = collm.encode_rows(head, loaded.tokenizer, rows, titles, TEXT, IDS)[0]
     assert np.abs(scorer.score_ids(loaded, seqs, min_shared_tokens=8, embed=head.embed)
-                  - lora_train.predict(head, loaded, seqs)).max() < 1e-4
+                  - heads.predict(head, loaded, seqs)).max() < 1e-4

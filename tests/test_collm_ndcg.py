@@ -5,7 +5,9 @@ import numpy as np
 import polars as pl
 from sklearn.metrics import ndcg_score
 
-from models import frames, metrics, report
+from models.metrics import frames
+from models.metrics import ranking as metrics
+from models.reporting import report
 
 
 def test_user_ndcg_equals_sklearn_user_by_user():

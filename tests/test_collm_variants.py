@@ -9,14 +9,21 @@ import numpy as np
 import pytest
 import torch
 
-from models import collm, collm_train, llm, lora_train
-from models.adapters import load_base
-from models.cf import CFModel
-from models.cocktail import dense_model
+from models.llm import collm
+from models.cf import interactions as cf_data
+from models.cf import train as cf_train
+from models.llm import heads
+from models import profiles
+from models.registry import collm as collm_registry
+from models.stages import collm as collm_train
+from models.llm import loading as llm
+from models.stages.adapters import load_base
+from models.cf.model import CFModel
+from models.stages.cocktail import dense_model
 from models.config import Settings
 from models.profiles import get_profile
-from models.prompts import PromptBuilder
-from models.workspace import Workspace
+from models.llm.prompts import PromptBuilder
+from models.data.workspace import Workspace
 from orchestration.definitions import build_definitions
 from orchestration.jobs import evaluate_domain, summarize
 from test_report import add_general_domain, prepare_llm_fixture, write_fixture
@@ -38,7 +45,7 @@ def _cf(sequential=False, n_users=6, n_items=40, d=4):
 
 def _head(model_path, variant):
     loaded = llm.load(model_path, device="cpu")
-    peft = lora_train.add_lora(loaded, lora_train.TrainConfig()) if variant == "t3" else None
+    peft = heads.add_lora(loaded, profiles.TrainConfig()) if variant == "t3" else None
     torch.manual_seed(0)
     return loaded, collm.CoLLMHead(loaded.model, _cf(), loaded.yes_id, variant, peft_model=peft)
 
@@ -55,7 +62,7 @@ EXPECTED = {  # what each variant trains: the CIE's MLP always; its CF tables (u
 }
 
 
-@pytest.mark.parametrize("variant", collm.VARIANTS)
+@pytest.mark.parametrize("variant", collm_registry.VARIANTS)
 def test_each_variant_trains_exactly_its_parameters_and_a_step_moves_only_those(model_path, variant):
     loaded, head = _head(model_path, variant)
     names = {n for n, _ in head.named_parameters()}
@@ -98,7 +105,7 @@ def test_tuning_variants_refuse_a_sequential_source(model_path):
     for variant in ("t1", "t2"):
         with pytest.raises(ValueError, match="sequential"):
             collm.CoLLMHead(loaded.model, _cf(sequential=True), loaded.yes_id, variant)
-    assert [m for m, *_ in collm_train.methods(("ingredient", "cocktail"), ("mf", "sasrec"), collm.VARIANTS)] == [
+    assert [m for m, *_ in collm_registry.methods(("ingredient", "cocktail"), ("mf", "sasrec"), collm_registry.VARIANTS)] == [
         "collm_mf", "collm_sasrec", "collm_mf_cocktail", "collm_sasrec_cocktail", "collm_mf_t1",
         "collm_mf_cocktail_t1", "collm_mf_t2", "collm_mf_cocktail_t2", "collm_mf_t3", "collm_sasrec_t3"]
 
@@ -111,7 +118,7 @@ def every_variant(tmp_path_factory, monkeypatch_module):
     profiles = tmp_path / "profiles.yaml"
     profiles.write_text(json.dumps({"profiles": {"variants": {
         "extends": "smoke", "collm": {"cf_models": ["mf", "lightgcn", "sasrec"], "backbones": ["ingredient"],
-                                      "variants": list(collm.VARIANTS)}}}}))
+                                      "variants": list(collm_registry.VARIANTS)}}}}))
     monkeypatch_module.setenv("LLMREC_PROFILES", str(profiles))
     defs = build_definitions(Settings(settings.data_dir, settings.config_path, "variants"))
     instance = dg.DagsterInstance.ephemeral()
@@ -156,7 +163,7 @@ def test_every_variant_and_source_reaches_the_report(every_variant):
             assert sample[m]["all"][k]["n"] > 0, (m, k)
     (ev,) = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "collm_cie"]
     md = {k: v.value for k, v in ev.materialization.metadata.items()}
-    assert {md[f"{m}/variant"] for m in expected if m.startswith("collm_")} == set(collm.VARIANTS)
+    assert {md[f"{m}/variant"] for m in expected if m.startswith("collm_")} == set(collm_registry.VARIANTS)
 
 
 def test_known_means_trained_for_every_cf_source(model_path):
@@ -165,7 +172,6 @@ def test_known_means_trained_for_every_cf_source(model_path):
     an ID prompt exactly to the rows whose vectors were trained."""
     import polars as pl
 
-    from models import cf
 
     rows = []
     for u in range(8):
@@ -175,20 +181,20 @@ def test_known_means_trained_for_every_cf_source(model_path):
     rows += [("valid", "u0", "i1", 500, 1), ("valid", "u1", "i2", 501, 0), ("test", "u7", "i3", 600, 1),
              ("test", "u8", "i3", 601, 0), ("test", "u0", "i4", 602, 1)]
     split = pl.DataFrame(rows, schema=["split", "user_id", "item_id", "ts", "label"], orient="row")
-    data = cf.Interactions.from_split(split)
+    data = cf_data.Interactions.from_split(split)
     small = {"max_epochs": 3, "patience": 1, "dim": 4}
-    models = {"mf": cf.train_model("mf", data, small), "lightgcn": cf.train_model("lightgcn", data, small),
-              "als": cf.train_model("als", data, {"factors": 4, "iterations": 2}),
-              "bpr": cf.train_model("bpr", data, {"factors": 4, "iterations": 2}),
-              "sasrec": cf.train_model("sasrec", data, {**small, "dim": 8, "maxlen": 4})}
+    models = {"mf": cf_train.train_model("mf", data, small), "lightgcn": cf_train.train_model("lightgcn", data, small),
+              "als": cf_train.train_model("als", data, {"factors": 4, "iterations": 2}),
+              "bpr": cf_train.train_model("bpr", data, {"factors": 4, "iterations": 2}),
+              "sasrec": cf_train.train_model("sasrec", data, {**small, "dim": 8, "maxlen": 4})}
     u7 = list(data.user_ids).index("u7")
     for name in ("mf", "lightgcn"):
         assert models[name].known_users[u7] and np.abs(models[name].user_factors[u7]).sum() > 0
     for name in ("als", "bpr"):
         assert not models[name].known_users[u7] and not models[name].user_factors[u7].any()
     sas = models["sasrec"]
-    assert sas.sequential and not sas.known_users[list(sas.user_ids).index(cf.context_key("u7", 600))]
-    assert sas.known_users[list(sas.user_ids).index(cf.context_key("u0", 602))]
+    assert sas.sequential and not sas.known_users[list(sas.user_ids).index(cf_data.context_key("u7", 600))]
+    assert sas.known_users[list(sas.user_ids).index(cf_data.context_key("u0", 602))]
     loaded = llm.load(model_path, device="cpu")
     titles = {f"i{k}": f"Film {k}" for k in range(10)}
     for name, model in models.items():
@@ -202,7 +208,7 @@ def test_the_report_tests_each_claim_and_its_verdict_follows_the_interval(every_
     """The smoke run's report: the paired comparisons a reader asks (CoLLM-X against TALLRec and X, the
     cocktail against each merge baseline, every trained model against the untrained LLM) on the
     evaluation sample, Holm-adjusted; each claim's verdict read from its Holm-adjusted p and the side
-    of its null value (models/comparisons.py)."""
+    of its null value (models/reporting/comparisons.py)."""
     settings, _ = every_variant
     reports = settings.data_dir / "reports"
     payload = json.loads((reports / "shop" / "metrics.json").read_text())

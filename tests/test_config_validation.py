@@ -12,7 +12,7 @@ from pydantic import Field
 
 from models import config as cfgmod
 from models.config import PROJECT_ROOT, ConfigError, SplitSpec, load_config
-from models.strict import Strict, validate
+from models.core.strict import Strict, validate
 
 SHIPPED = PROJECT_ROOT / "config" / "datasets.yaml"
 BASE = yaml.safe_load(SHIPPED.read_text())
@@ -330,15 +330,17 @@ def test_validate_reports_every_problem_of_any_strict_model():
     assert validate(Outer, {"name": "x", "pair": [1, 2]}, "p.yaml").pair == (1.0, 2.0)
 
 
-def test_the_readme_shows_the_generated_schema():
-    readme = (PROJECT_ROOT / "README.md").read_text()
-    start, end = readme.index(cfgmod.README_START), readme.index(cfgmod.README_END)
-    assert readme[start + len(cfgmod.README_START):end] == "\n" + cfgmod.schema_markdown(), (
-        "the README's config tables are out of date: run `.venv/bin/python -m models.config --readme`")
+def test_the_docs_show_the_generated_schema():
+    page = (PROJECT_ROOT / "docs" / "reference" / "config-keys.md").read_text()
+    start_marker, end_marker = "<!-- config-schema:start -->", "<!-- config-schema:end -->"
+    start, end = page.index(start_marker), page.index(end_marker)
+    assert page[start + len(start_marker):end] == "\n" + cfgmod.schema_markdown(), (
+        "docs/reference/config-keys.md's config tables are out of date: "
+        "run `.venv/bin/python -m models.config --docs`")
     # every key of every section is in it
     for key in ("quarantine_max_share", "ranking_k", "init_std", "label_threshold", "train_slots", "train_end",
                 "min_item_records", "categories", "interactions", "item_noun", "reference", "category"):
-        assert f"| `{key}` |" in readme
+        assert f"| `{key}` |" in page
 
 
 def test_markdown_command_prints_the_schema(capsys):
@@ -348,7 +350,7 @@ def test_markdown_command_prints_the_schema(capsys):
 
 # --- LLM profiles (config/profiles.yaml, and a user's file named by LLMREC_PROFILES) --------------
 
-from models import profiles as profmod  # noqa: E402
+from models import profiles as profmod
 
 SHIPPED_PROFILES = yaml.safe_load(profmod.PROFILES_FILE.read_text())
 
@@ -469,11 +471,13 @@ def test_run_overrides_are_validated_like_the_file():
         profmod.with_overrides(demo, {"merge": {"stepz": 5}}, "the run config's overrides")
 
 
-def test_the_readme_shows_the_generated_profiles():
-    readme = (PROJECT_ROOT / "README.md").read_text()
-    start, end = readme.index(profmod.README_START), readme.index(profmod.README_END)
-    assert readme[start + len(profmod.README_START):end] == "\n" + profmod.profiles_markdown(), (
-        "the README's profile tables are out of date: run `.venv/bin/python -m models.profiles --readme`")
+def test_the_docs_show_the_generated_profiles():
+    page = (PROJECT_ROOT / "docs" / "reference" / "profile-keys.md").read_text()
+    start_marker, end_marker = "<!-- profile-schema:start -->", "<!-- profile-schema:end -->"
+    start, end = page.index(start_marker), page.index(end_marker)
+    assert page[start + len(start_marker):end] == "\n" + profmod.profiles_markdown(), (
+        "docs/reference/profile-keys.md's profile tables are out of date: "
+        "run `.venv/bin/python -m models.profiles --docs`")
     for key in ("max_prompt_tokens", "lora_r", "target_modules", "learn_rows", "task_arithmetic_lambdas",
                 "cf_models", "backbones", "variants", "ranking_users"):
-        assert f"| `{key}` |" in readme
+        assert f"| `{key}` |" in page

@@ -8,9 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from models import collm, listwise, llm, lora_train, merge, scorer
-from models.cf import CFModel
-from models.prompts import PromptBuilder
+from models.llm import collm
+from models.llm import heads
+from models import profiles
+from models.llm import listwise
+from models.llm import loading as llm
+from models.llm import trainer as lora_train
+from models.llm import merge
+from models.llm import scorer
+from models.cf.model import CFModel
+from models.llm.prompts import PromptBuilder
 
 FAMILIES = ["llama", "qwen2", "mistral", "phi3", "gpt2", "opt"]
 TEXT, IDS = PromptBuilder(noun="movie"), PromptBuilder(noun="movie", with_ids=True)
@@ -62,7 +69,7 @@ def test_each_family_trains_scores_runs_cie_and_merges(models_dir, tmp_path, fam
     # training: `auto` targets (PEFT's default for the family) and `all-linear`; two adapters to merge
     folders = {}
     for name, targets in (("a", ("auto",)), ("b", ("all-linear",))):
-        c = lora_train.TrainConfig(max_steps=2, batch_size=8, eval_every=2, checkpoint_every=2, warmup_steps=0,
+        c = profiles.TrainConfig(max_steps=2, batch_size=8, eval_every=2, checkpoint_every=2, warmup_steps=0,
                                    lr=0.05, min_lr=0.01, target_modules=targets, gradient_checkpointing=name == "b",
                                    max_grad_norm=1.0, seed=len(folders))
         fresh = llm.load(path, device="cpu")
@@ -99,7 +106,7 @@ def test_each_family_trains_scores_runs_cie_and_merges(models_dir, tmp_path, fam
     assert used.all()
     head.eval()
     assert np.abs(scorer.score_ids(loaded, seqs, min_shared_tokens=4, embed=head.embed)
-                  - lora_train.predict(head, loaded, seqs)).max() < 1e-3
+                  - heads.predict(head, loaded, seqs)).max() < 1e-3
     head.train()
     enc = loaded.tokenizer.pad({"input_ids": seqs}, return_tensors="pt")
     loss = head(enc["input_ids"], enc["attention_mask"]).sum()

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from assets import _metadata as meta
-from models import candidates
+from models.data import candidates
 from orchestration.definitions import build_definitions
 from orchestration.jobs import materialize_dataset, materialize_domain
 from test_report import write_fixture

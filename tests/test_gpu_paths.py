@@ -7,9 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from models import collm, llm, lora_train, merge, scorer
-from models.cf import CFModel
-from models.prompts import PromptBuilder
+from models.llm import collm
+from models.llm import heads
+from models import profiles
+from models.llm import loading as llm
+from models.llm import trainer as lora_train
+from models.llm import merge
+from models.llm import scorer
+from models.cf.model import CFModel
+from models.llm.prompts import PromptBuilder
 
 TEXT, IDS = PromptBuilder(noun="movie"), PromptBuilder(noun="movie", with_ids=True)
 
@@ -41,8 +47,8 @@ def _unpadded(loaded, ids: list[list[int]]) -> np.ndarray:
 def _trainer_logits(loaded, ids: list[list[int]]) -> np.ndarray:
     """The trainer's Yes logits: padded batches through `yes_logit` (what training and validation use)."""
     with torch.no_grad():
-        enc = lora_train._pad(loaded, ids)
-        return lora_train.yes_logit(loaded.model, enc["input_ids"], enc["attention_mask"], loaded.yes_id).numpy()
+        enc = heads._pad(loaded, ids)
+        return heads.yes_logit(loaded.model, enc["input_ids"], enc["attention_mask"], loaded.yes_id).numpy()
 
 
 def test_padding_side_and_bos_give_the_same_yes_logits_on_every_path(folders):
@@ -91,7 +97,7 @@ def _bf16(path) -> llm.LoadedLLM:
 def test_bf16_weights_train_fp32_lora_under_autocast(folders, tmp_path):
     loaded = _bf16(folders["default"])
     prompts, labels = _prompts(16)
-    c = lora_train.TrainConfig(max_steps=2, batch_size=8, eval_every=2, checkpoint_every=2, warmup_steps=0, lr=0.01,
+    c = profiles.TrainConfig(max_steps=2, batch_size=8, eval_every=2, checkpoint_every=2, warmup_steps=0, lr=0.01,
                                min_lr=0.001, max_grad_norm=1.0)
     result = lora_train.train(loaded, prompts, labels, prompts, labels, tmp_path, c, log=lambda s: None)
     assert result.steps == 2 and np.isfinite(result.best_valid)
@@ -138,13 +144,13 @@ def test_gradient_checkpointing_gives_the_same_gradient(folders):
     for ckpt in (False, True):
         loaded = llm.load(folders["default"], device="cpu")
         torch.manual_seed(0)
-        c = lora_train.TrainConfig(gradient_checkpointing=ckpt, lora_dropout=0.0)
-        head = lora_train.YES.make_head(loaded, c)
+        c = profiles.TrainConfig(gradient_checkpointing=ckpt, lora_dropout=0.0)
+        head = heads.YES.make_head(loaded, c)
         head.train()
         assert loaded.model.is_activation_checkpointing == ckpt if hasattr(loaded.model, "is_activation_checkpointing") \
             else True
-        enc = lora_train._pad(loaded, lora_train.token_ids(loaded, prompts))
-        lora_train.YES.loss(head, enc, torch.tensor(labels)).backward()
+        enc = heads._pad(loaded, heads.token_ids(loaded, prompts))
+        heads.YES.loss(head, enc, torch.tensor(labels)).backward()
         grads[ckpt] = {n: p.grad.clone() for n, p in head.named_parameters() if p.grad is not None}
     assert grads[True].keys() == grads[False].keys() and grads[True]
     for n in grads[True]:
@@ -156,7 +162,7 @@ def test_the_key_value_cache_goes_through_the_current_api(folders):
     keyword the installed version takes: no deprecation warning (`past_key_values` goes away in 5.40)."""
     import warnings
 
-    from models import listwise
+    from models.llm import listwise
 
     loaded = llm.load(folders["default"], device="cpu")
     prompts, _ = _prompts(6)

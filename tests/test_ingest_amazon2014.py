@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from models import data_prep
+from models.data import ingest as data_prep
 from test_ingest_formats import J, Bad, Case, DupItem, Item, Ok, Source, Untitled, assert_arrived_intact, write_case
 
 NOT_JSON = "not a JSON object"

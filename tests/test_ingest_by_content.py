@@ -21,10 +21,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import write_config
-from models import data_prep
+from models.data import warehouse
 from models.config import ConfigError, Settings
-from models.data_prep import inspect_file
-from models.formats import FORMATS
+from models.data.content import inspect_file
+from models.registry.formats import FORMATS
 from orchestration.definitions import build_definitions
 from orchestration.jobs import materialize_dataset
 from test_ingest_formats import (AMAZON2018, AMAZON2023, MOVIELENS_CSV, MOVIELENS_DAT, RECBOLE_ATOMIC, TABLE_CSV,
@@ -233,7 +233,7 @@ def test_landing_files_are_known_by_content_and_an_unreadable_one_fails_once(tmp
             bad, "landed_interactions",
             f"batch3.csv: datasets.shop (format table) expects {FORMATS['table'].expects}, ", "found a ZIP archive")
 
-    con = data_prep.connect(settings.warehouse_path, read_only=True)
+    con = warehouse.connect(settings.warehouse_path, read_only=True)
     try:
         assert con.execute("SELECT file_name, rows_loaded FROM landed_files ORDER BY file_name").fetchall() == [
             ("batch1", 2), ("batch2", 1)]

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from models.config import ConfigError
-from models.data_prep import QUARANTINE_REASONS
+from models.data.ingest import QUARANTINE_REASONS
 
 INTERACTION_REASONS = QUARANTINE_REASONS[:-1]  # item_without_title is decided at the interactions stage
 ITEM_REASONS = ("malformed_line", "missing_item", "item_without_title")

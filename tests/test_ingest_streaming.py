@@ -17,7 +17,8 @@ import duckdb
 import pytest
 
 from conftest import write_config
-from models import data_prep
+from models.data import ingest as data_prep
+from models.data import warehouse
 from models.config import ConfigError, DatasetConfig, Settings, load_config
 from orchestration.resources import ProjectResource
 
@@ -72,7 +73,7 @@ def test_a_damaged_file_fails_before_anything_is_committed(bad, how, found, tmp_
     folder = tmp_path / "source"
     write_amazon2018(folder)
     ds = dataset(tmp_path, folder)
-    con = data_prep.connect(tmp_path / "warehouse.duckdb")
+    con = warehouse.connect(tmp_path / "warehouse.duckdb")
     try:
         rep = data_prep.ingest_dataset(con, ds)
         assert rep.interaction_rows_read == 20_000 and rep.quarantined == {"interaction:malformed_line": 1}
@@ -98,7 +99,7 @@ def test_one_connection_reads_a_line_format_and_a_table_format_in_turn(tmp_path)
     (tmp_path / "table").mkdir()
     (tmp_path / "table" / "events.csv").write_text("user_id,item_id,rating,timestamp,title\nu1,i1,4,1,One\n")
     lines, table = dataset(tmp_path, tmp_path / "amazon"), dataset(tmp_path, tmp_path / "table" / "events.csv", "table")
-    con = data_prep.connect()
+    con = warehouse.connect()
     try:
         for ds in (lines, table, lines):
             data_prep.ingest_dataset(con, ds)

@@ -11,7 +11,8 @@ import polars as pl
 import pytest
 import yaml
 
-from models import data_prep
+from models.data import ingest as data_prep
+from models.data import warehouse
 from models.config import Settings, load_config
 from orchestration.definitions import build_definitions
 from orchestration.jobs import materialize_dataset, materialize_domain
@@ -51,7 +52,7 @@ def settle(path, seconds=60):
 
 
 def count(settings, sql_text):
-    con = data_prep.connect(settings.warehouse_path, read_only=True)
+    con = warehouse.connect(settings.warehouse_path, read_only=True)
     try:
         return con.execute(sql_text).fetchone()[0]
     finally:

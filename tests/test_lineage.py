@@ -9,7 +9,7 @@ import yaml
 from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
 from dagster._core.loader import LoadingContextForTest
 
-from models import llm
+from models.llm import loading as llm
 from models.config import Settings
 from orchestration.definitions import build_definitions
 from orchestration.jobs import evaluate_domain, train_base_spirit

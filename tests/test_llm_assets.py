@@ -14,7 +14,7 @@ import yaml
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from models import frames
+from models.metrics import frames
 from models.config import PROJECT_ROOT, Settings
 from orchestration.definitions import build_definitions
 from orchestration.jobs import evaluate_domain, materialize_dataset, materialize_domain, train_base_spirit

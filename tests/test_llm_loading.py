@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from models import llm
-from models.prompts import EMPTY_HISTORY, PromptBuilder, plural
+from models.llm import loading as llm
+from models.llm.prompts import EMPTY_HISTORY, PromptBuilder, plural
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from models import llm
-from models.lora_train import ANSWER, YES, NonFiniteLoss, TrainConfig, lr_at, train
-from models.prompts import PromptBuilder
+from models.llm import loading as llm
+from models.llm.heads import ANSWER, YES
+from models.llm.trainer import NonFiniteLoss, lr_at, train
+from models.profiles import TrainConfig
+from models.llm.prompts import PromptBuilder
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,7 @@ def _answer_data(model_path: Path, n: int, seed: int) -> tuple[list[list[int]], 
     each one's answer start: the trainer's `answer` objective."""
     from transformers import AutoTokenizer
 
-    from models import listwise
+    from models.llm import listwise
 
     tok = AutoTokenizer.from_pretrained(model_path)
     rng = np.random.default_rng(seed)
@@ -67,7 +69,7 @@ def _job(tmp: Path, model_path: Path, out: Path, objective: str = "yes", **confi
 
 
 def _run(job: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "models.lora_train", str(job)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "models.llm.trainer", str(job)], capture_output=True, text=True,
                           timeout=timeout, cwd=Path(__file__).resolve().parent.parent)
 
 
@@ -101,7 +103,7 @@ def test_resume_after_kill_9_ends_with_the_same_adapter(model_path, tmp_path, ob
     assert _run(_job(tmp_path, model_path, full, objective)).returncode == 0
     killed = tmp_path / "killed"
     job = _job(tmp_path, model_path, killed, objective)
-    proc = subprocess.Popen([sys.executable, "-m", "models.lora_train", str(job)], cwd=Path(__file__).parent.parent,
+    proc = subprocess.Popen([sys.executable, "-m", "models.llm.trainer", str(job)], cwd=Path(__file__).parent.parent,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while not (killed / "checkpoint" / "checkpoint.pt").exists() and time.time() < deadline:
@@ -127,7 +129,7 @@ def test_two_process_gloo_ddp_trains(model_path, tmp_path, objective):
     out = tmp_path / "ddp"
     job = _job(tmp_path, model_path, out, objective, max_steps=10, eval_every=5)
     torchrun = Path(sys.executable).parent / "torchrun"
-    res = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "models.lora_train", str(job)],
+    res = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "models.llm.trainer", str(job)],
                          capture_output=True, text=True, timeout=600, cwd=Path(__file__).parent.parent,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert res.returncode == 0, res.stderr[-3000:]

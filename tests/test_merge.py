@@ -8,8 +8,12 @@ import polars as pl
 import pytest
 import torch
 
-from models import llm, merge, metrics, scorer
-from models.prompts import PromptBuilder
+from models.llm import loading as llm
+from models import profiles
+from models.llm import merge
+from models.metrics import ranking as metrics
+from models.llm import scorer
+from models.llm.prompts import PromptBuilder
 
 
 def _prompts(n, seed):
@@ -175,7 +179,7 @@ def test_merge_selection_never_sees_test_rows(setup):
 
     results = merge.select_merge(mix, lambda m: metrics.auc(labels, scorer.score(m or loaded, select)),
                                  merge.yes_entropy(_encode(loaded), loaded.yes_id), learn,
-                                 merge.MergeSettings(learning_rates=(0.1,), steps=4, eval_every=2),
+                                 profiles.MergeSettings(learning_rates=(0.1,), steps=4, eval_every=2),
                                  log=lambda s: None, combine=combine)
     methods = [r.method for r in results]
     assert methods == ["base_only", "ingredient_only", "equal_weights", "task_arithmetic", "ties", "dare",
@@ -200,7 +204,7 @@ def test_the_merge_checkpoint_resumes_only_its_own_run(setup, tmp_path):
         calls.append(1)
         return metrics.auc(labels, scorer.score(model or loaded, select))
 
-    s = merge.MergeSettings(learning_rates=(0.1, 0.3), steps=4, eval_every=2, task_arithmetic_lambdas=(0.5, 1.0))
+    s = profiles.MergeSettings(learning_rates=(0.1, 0.3), steps=4, eval_every=2, task_arithmetic_lambdas=(0.5, 1.0))
     ck = tmp_path / "merge_checkpoint.json"
     objective = merge.yes_entropy(_encode(loaded), loaded.yes_id)
     combine = lambda how: loaded  # noqa: E731  (the combination's own model is not what this test checks)

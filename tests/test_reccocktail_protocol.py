@@ -11,7 +11,8 @@ import polars as pl
 import pytest
 import torch
 
-from models import listwise, llm
+from models.llm import listwise
+from models.llm import loading as llm
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +115,9 @@ def test_the_reports_listwise_metrics_by_hand():
     """Three test lists of three candidates: generated ranks from the parser (a target not named is a
     miss, an empty generation is counted), likelihood ranks with a tie broken at random (its
     expectation); the lists must be the domain's candidate lists."""
-    from models import frames, listwise_report, report
+    from models.metrics import frames
+    from models.reporting import listwise as listwise_report
+    from models.reporting import report
 
     test = pl.DataFrame({"user_id": ["u", "v", "w"], "item_id": ["a", "b", "c"], "label": [1, 0, 1],
                          "warm": [True, True, False], "not_cold": [True, True, True]})
@@ -211,9 +214,9 @@ def test_the_base_spirit_leaves_out_the_users_of_cocktail_domains_of_its_dataset
     """A general domain of the same dataset as a target keeps only the users the target does not have;
     a general domain of another dataset keeps everyone (its users are other people); the overlap of
     the kept rows with the target is then zero, and without the exclusion it is counted."""
-    from models import base_spirit
+    from models.data import base_spirit
     from models.config import DomainConfig, ProjectConfig, SplitSpec
-    from models.workspace import Workspace
+    from models.data.workspace import Workspace
 
     loo = SplitSpec("leave_one_out", {"min_user_records": 5})
     dom = lambda name, ds, role: DomainConfig(name, ds, "item", role, None, loo)  # noqa: E731
@@ -251,9 +254,9 @@ def test_the_shipped_base_spirit_shares_no_row_or_user_with_a_target(tmp_path):
     training data shares no row and no user with any of them (titles may be shared: the same films)."""
     import dagster as dg
 
-    from models import base_spirit
+    from models.data import base_spirit
     from models.config import PROJECT_ROOT, Settings, load_config
-    from models.workspace import Workspace
+    from models.data.workspace import Workspace
     from orchestration.definitions import build_definitions
     from orchestration.jobs import materialize_dataset, materialize_domain
 

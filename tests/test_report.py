@@ -9,7 +9,9 @@ import pytest
 import yaml
 
 from assets._metadata import embed_images
-from models import frames, metrics, report
+from models.metrics import frames
+from models.metrics import ranking as metrics
+from models.reporting import report
 from models.config import Settings
 from orchestration.definitions import build_definitions
 from orchestration.jobs import evaluate_domain, materialize_dataset, materialize_domain, train_base_spirit

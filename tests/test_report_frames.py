@@ -8,7 +8,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from models import comparisons, frames, metrics, report, stats
+from models.reporting import comparisons
+from models.metrics import frames
+from models.metrics import ranking as metrics
+from models.reporting import report
+from models.metrics import stats
 
 
 def test_the_evaluation_sample_is_whole_users_and_nested():
@@ -29,7 +33,7 @@ def test_the_evaluation_sample_is_whole_users_and_nested():
 
 
 def test_prompts_sample_rows_by_user_keeps_each_users_rows():
-    from models.prompts import sample_rows
+    from models.llm.prompts import sample_rows
 
     split = pl.DataFrame({"user_id": ["a", "b", "a", "c", "b", "c", "c", "d"], "split": ["test"] * 7 + ["valid"],
                           "item_id": list("pqrstuvw")})

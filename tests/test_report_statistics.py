@@ -1,10 +1,11 @@
-"""The report's statistics (`models/stats.py`) on data whose truth is known: user-level intervals
+"""The report's statistics (`models/metrics/stats.py`) on data whose truth is known: user-level intervals
 on clustered rows, the paired bootstrap, DeLong's test."""
 
 import numpy as np
 from scipy import stats as sps
 
-from models import metrics, stats
+from models.metrics import ranking as metrics
+from models.metrics import stats
 
 
 def clustered(rng, n_users=150, rows_per_user=20):
@@ -49,7 +50,7 @@ def test_the_vectorised_auc_bootstrap_equals_the_auc_of_each_resample():
     np.testing.assert_allclose(fast_few[~np.isnan(fast_few)], slow_few[~np.isnan(slow_few)], atol=1e-12)
     other = scores + rng.normal(0, 0.5, scores.size)
     generic = stats.paired_bootstrap(auc(scores), auc(other), users, 300, seed=5)
-    vector = stats.paired_auc_bootstrap(labels, scores, other, users, 300, seed=5)
+    vector = metrics.paired_auc_bootstrap(labels, scores, other, users, 300, seed=5)
     for field in ("difference", "ci_low", "ci_high", "p"):
         assert abs(getattr(vector, field) - getattr(generic, field)) < 1e-12, field
     assert (vector.n_users, vector.n_rows, vector.resamples) == (generic.n_users, generic.n_rows, generic.resamples)

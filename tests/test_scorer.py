@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from models import llm, scorer
-from models.prompts import PromptBuilder
+from models.llm import loading as llm
+from models.llm import scorer
+from models.llm.prompts import PromptBuilder
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,8 @@ from datetime import datetime, timezone
 import pyarrow.parquet as pq
 import pytest
 
-from models import data_prep
+from models.data import splits
+from models.data import warehouse
 from models.config import SplitSpec
 
 
@@ -15,7 +16,7 @@ def ts(day: str) -> int:
 
 def load(rows):
     """rows: (user, item, day or unix seconds, label)."""
-    con = data_prep.connect(":memory:")
+    con = warehouse.connect(":memory:")
     con.executemany(
         "INSERT INTO domain_interactions VALUES ('d', ?, ?, ?, ?, ?, ?)",
         [(u, i, 5.0 if y else 1.0, t if isinstance(t, int) else ts(t), y, f"T{i}") for u, i, t, y in rows])
@@ -24,7 +25,7 @@ def load(rows):
 
 def split(con, spec, tmp_path, origin=None, **kw):
     out = tmp_path / "split.parquet"
-    data_prep.build_split(con, "d", spec, out, origin=origin, **kw)
+    splits.build_split(con, "d", spec, out, origin=origin, **kw)
     rows = pq.read_table(out).to_pylist()
     return {(r["user_id"], r["item_id"]): r for r in rows}
 
@@ -82,7 +83,7 @@ def test_month_window_drops_rows_outside_windows_even_from_history(tmp_path):
         ("u", "te", "2000-04-01", 1),        # slot 3: test
         ("u", "late", "2000-05-01", 1),      # slot 4: dropped
     ])
-    origin = data_prep.origin_month(con, "domain_interactions", "domain", "d", spec)
+    origin = splits.origin_month(con, "domain_interactions", "domain", "d", spec)
     r = split(con, spec, tmp_path, origin=origin)
     assert set(r) == {("u", "tr"), ("u", "va"), ("u", "te")}
     assert [r[("u", i)]["split"] for i in ("tr", "va", "te")] == ["train", "valid", "test"]
@@ -114,23 +115,23 @@ def test_warm_threshold_counts_train_records_of_user_and_item(tmp_path):
     rows += [(f"u{k}", "t", 50 + k, 1) for k in range(4)]  # test rows
     con = load(rows)
     out = tmp_path / "s.parquet"
-    data_prep.build_split(con, "d", LOO, out, warm_threshold=3)
+    splits.build_split(con, "d", LOO, out, warm_threshold=3)
     train = [r for r in pq.read_table(out).to_pylist() if r["split"] == "train"]
     by = {(r["user_id"], r["item_id"]): r for r in train}
     assert by[("u0", "x")]["warm"] is True  # u0: 4 train records, x: 4
     assert by[("u1", "x")]["warm"] is False  # u1 has 1 train record
-    data_prep.build_split(con, "d", LOO, out, warm_threshold=4)
+    splits.build_split(con, "d", LOO, out, warm_threshold=4)
     assert not any(r["warm"] for r in pq.read_table(out).to_pylist())
 
 
 def test_split_file_is_replaced_atomically(tmp_path):
     con = load([("u", "a", 1, 1), ("u", "b", 2, 1), ("u", "c", 3, 1)])
     out = tmp_path / "split.parquet"
-    data_prep.build_split(con, "d", LOO, out)
+    splits.build_split(con, "d", LOO, out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["items.parquet", "split.parquet"]
 
 
 def test_bad_history_length_is_a_clear_error(tmp_path):
     con = load([("u", "a", 1, 1), ("u", "b", 2, 1), ("u", "c", 3, 1)])
     with pytest.raises(ValueError, match="history_length"):
-        data_prep.build_split(con, "d", LOO, tmp_path / "s.parquet", history_length=0)
+        splits.build_split(con, "d", LOO, tmp_path / "s.parquet", history_length=0)

@@ -1,0 +1,127 @@
+"""The CF registry: each model the `cf_embeddings` asset trains (a report baseline and a possible CIE
+source), its config schema and where its training function lives ("module:function", imported only
+when it trains). Light: no torch, implicit or numpy here, so the settings can validate
+`settings.cf` without them. Adding a CF model is one entry here plus its training function and test
+(docs/architecture.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
+                      model_validator)
+
+
+class Params(BaseModel):
+    """Hyper-parameters of one CF model as the config file gives them (`settings.cf.<model>`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(True, description="train it; false leaves it out of the domain's CF baselines and CIE "
+                                            "sources (e.g. a model too slow for a big domain on a CPU)")
+
+
+class PopularityParams(Params):
+    """Popularity has no hyper-parameters: each item's number of positive train interactions."""
+
+
+class ALSParams(Params):
+    factors: PositiveInt = Field(64, description="vector size")
+    regularization: NonNegativeFloat = Field(0.01, description="L2 weight")
+    iterations: PositiveInt = Field(15, description="ALS sweeps")
+
+
+class BPRParams(Params):
+    factors: PositiveInt = Field(64, description="vector size")
+    learning_rate: PositiveFloat = Field(0.01, description="SGD step size")
+    regularization: NonNegativeFloat = Field(0.01, description="L2 weight")
+    iterations: PositiveInt = Field(100, description="epochs over the positives")
+
+
+class BCEParams(Params):
+    """What every CF model trained with BCE on the labelled train rows shares (PROTOCOLS section 4)."""
+
+    lr: PositiveFloat = Field(1e-3, description="Adam learning rate")
+    weight_decay: NonNegativeFloat = Field(1e-4, description="Adam weight decay on every parameter")
+    batch_size: PositiveInt = Field(1024, description="rows per step")
+    max_epochs: PositiveInt = Field(5000, description="upper bound on epochs")
+    patience: PositiveInt = Field(50, description="epochs without a better validation AUC before stopping")
+    init_std: PositiveFloat = Field(0.1, description="std of the normal start of the embedding tables")
+    threads: NonNegativeInt = Field(0, description="torch threads; 0: torch's default")
+
+
+class MFParams(BCEParams):
+    """CoLLM's MF on ML-1M (PROTOCOLS section 4)."""
+
+    dim: PositiveInt = Field(256, description="vector size d")
+    # The authors' code kept nn.Embedding's N(0, 1): with d=256 the logits saturate, validation AUC
+    # sits at 0.5 for ~150 epochs and patience-50 early stopping usually ends training there.
+    init_std: PositiveFloat = Field(0.1, description="std of the normal start (the authors' code: 1.0)")
+
+
+class LightGCNParams(BCEParams):
+    """LightGCN as CoLLM trains it: propagation over the positive train edges, BCE on the labelled rows."""
+
+    dim: PositiveInt = Field(256, description="vector size d")
+    layers: PositiveInt = Field(2, description="propagation layers; the vector is the mean over layers 0..L")
+
+
+class SASRecParams(BCEParams):
+    """SASRec as CoLLM trains it: the sequence of earlier positive items, BCE on the labelled rows."""
+
+    dim: PositiveInt = Field(64, description="vector size d")
+    blocks: PositiveInt = Field(2, description="self-attention blocks")
+    heads: PositiveInt = Field(1, description="attention heads")
+    dropout: NonNegativeFloat = Field(0.2, le=0.9, description="dropout on embeddings, attention and feed-forward")
+    maxlen: Optional[PositiveInt] = Field(None, description="sequence length; null: the average user's train "
+                                                            "record count (PROTOCOLS section 4)")
+    # the authors' released SASRec script: lr 1e-2, wd 1e-2, batch 2048 (its nn.Embedding N(0, 1) start
+    # needs ~50 epochs on ML-1M; N(0, 0.1) reaches the same test AUC by epoch ~13)
+    lr: PositiveFloat = Field(1e-2, description="Adam learning rate")
+    weight_decay: NonNegativeFloat = Field(1e-2, description="Adam weight decay on every parameter")
+    batch_size: PositiveInt = Field(2048, description="rows per step")
+    patience: PositiveInt = Field(5, description="epochs without a better validation AUC before stopping")
+
+    @model_validator(mode="after")
+    def _heads_divide_dim(self):
+        if self.dim % self.heads:
+            raise ValueError(f"dim ({self.dim}) must be a multiple of heads ({self.heads})")
+        return self
+
+
+
+@dataclass(frozen=True)
+class CFSpec:
+    """One entry of the CF registry: its config schema and how to train it."""
+
+    name: str
+    description: str
+    params: type[Params]
+    # "module:function", (data, params, seed, log) -> models.cf.model.CFModel, resolved lazily
+    implementation: str
+    sequential: bool = False  # its "users" are (user, moment) contexts encoded from earlier items
+
+
+# The CF models the `cf_embeddings` asset trains, in this order; each is a baseline row of the report
+# and a possible CIE source. Adding one is one entry here (and its test).
+CF_MODELS: dict[str, CFSpec] = {s.name: s for s in (
+    CFSpec("popularity", "each item's positive train count (non-personalised)", PopularityParams,
+           "models.cf.model:fit_popularity"),
+    CFSpec("als", "implicit's AlternatingLeastSquares on the positive train rows", ALSParams, "models.cf.model:fit_als"),
+    CFSpec("bpr", "implicit's BayesianPersonalizedRanking on the positive train rows", BPRParams,
+           "models.cf.model:fit_bpr"),
+    CFSpec("mf", "CoLLM's matrix factorisation, BCE on every labelled train row", MFParams, "models.cf.neural:fit_mf"),
+    CFSpec("lightgcn", "LightGCN over the positive train edges, BCE on every labelled train row", LightGCNParams,
+           "models.cf.neural:fit_lightgcn"),
+    CFSpec("sasrec", "SASRec over each row's earlier positive items, BCE on every labelled train row",
+           SASRecParams, "models.cf.neural:fit_sasrec", sequential=True),
+)}
+
+
+def register(spec: CFSpec) -> CFSpec:
+    """Add a CF model to the registry (its name must be new); returns it."""
+    if spec.name in CF_MODELS:
+        raise ValueError(f"a CF model named {spec.name!r} is registered already")
+    CF_MODELS[spec.name] = spec
+    return spec
