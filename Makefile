@@ -49,7 +49,10 @@ $(STAMP): pyproject.toml Makefile
 	@$(PY) -c "import torch; print('[setup] done: torch', torch.__version__, 'cuda' if torch.cuda.is_available() else 'cpu')"
 	@touch $(STAMP)
 
+# the import contracts (.importlinter), pyflakes (ruff), the documentation site (a broken link fails), then pytest
 test: setup
+	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/ruff check --quiet .
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir $(CURDIR)/build/site
 	$(PY) -m pytest -q -rs
 

@@ -12,8 +12,8 @@ from models.cf import model as cf
 from models.config import ProjectConfig
 from models.data.workspace import Workspace
 from models.core.files import write_parquet_atomic
-from orchestration.partitions import domain_partitions
-from orchestration.resources import ProjectResource
+from assets._partitions import domain_partitions
+from assets._resources import ProjectResource
 
 CODE_VERSION = meta.code_version(cf, candidates)
 

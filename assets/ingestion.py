@@ -9,8 +9,8 @@ from models.data import ingest as data_prep
 from models.data import warehouse
 from models.registry import formats
 from models.config import ProjectConfig
-from orchestration.partitions import dataset_partitions
-from orchestration.resources import ProjectResource
+from assets._partitions import dataset_partitions
+from assets._resources import ProjectResource
 
 CODE_VERSION = meta.code_version(data_prep, formats)
 

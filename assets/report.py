@@ -18,9 +18,10 @@ from models.reporting import report
 from models.reporting import sanity
 from models.config import PROJECT_ROOT, ProjectConfig
 from models.data.workspace import Workspace
-from orchestration.partitions import domain_partitions
+from assets._partitions import domain_partitions
 from models.profiles import get_profile
-from orchestration.resources import ProjectResource
+from models.registry.tasks import TASKS
+from assets._resources import ProjectResource
 
 CODE_VERSION = meta.code_version(report)
 CHECKS = ("report_complete", "metric_floors", "no_regression")  # gates (ERROR); the sanity guards WARN
@@ -137,8 +138,15 @@ def _previous_report(context, domain: str) -> dict | None:
     return record if record is not None and "frames" in record else None
 
 
-# adapter kind -> the asset that trains it (its training_rows.parquet is the overlap's input)
-BASE_SPIRIT_ASSETS = {"base_spirit": "base_spirit_lora", "listwise_base_spirit": "listwise_base_spirit"}
+# each task kind's base spirit: its adapter folder -> the asset that trains it (its training_rows.parquet is the
+# overlap's input)
+def base_spirit_assets() -> dict[str, str]:
+    return {t.adapter_folders["base_spirit"]: t.assets["base_spirit"] for t in TASKS.values()}
+
+
+def list_tasks() -> list:
+    """The task kinds whose scores are ranked lists (RecCocktail's)."""
+    return [t for t in TASKS.values() if t.report_as == "lists"]
 
 
 @meta.classify_failures
@@ -148,22 +156,26 @@ def evaluation_report(context: dg.AssetExecutionContext, project: ProjectResourc
     test = ws.read_split(domain).filter(pl.col("split") == "test")
     methods, scores_lineage = report.load_scores(ws, domain, test.height, log=context.log.warning)
     overlaps = {kind: base_spirit.overlap_of(ws, pcfg, kind, domain)
-                for kind in ("base_spirit", "listwise_base_spirit") if dom.role != "general"}
-    lists, lw_lineage = listwise_report.load(ws, domain, test, log=context.log.warning)
+                for kind in base_spirit_assets() if dom.role != "general"}
+    loaded = {t.name: listwise_report.load(ws, domain, test, t.scores_family, t.assets["scores"], log=context.log.warning)
+              for t in list_tasks()}
+    lists = {name: ls for name, (ls, _) in loaded.items() if ls}
+    lw_lineage = [entry for _, entry in loaded.values() if entry]
     extra = {"base_spirit_overlap": {k: v for k, v in overlaps.items() if v is not None}}
-    rows_files = [{"asset": BASE_SPIRIT_ASSETS[kind], "path": str(p), "sha256": file_sha256(p),
+    rows_files = [{"asset": base_spirit_assets()[kind], "path": str(p), "sha256": file_sha256(p),
                    "unpartitioned": True}
                   for kind in extra["base_spirit_overlap"] if (p := ws.adapter_dir(kind) / base_spirit.ROWS_FILE)]
     lineage = _lineage_of_inputs(context, ws, domain,
-                                 scores_lineage + ([lw_lineage] if lw_lineage else []) + rows_files)
+                                 scores_lineage + lw_lineage + rows_files)
     sections = (base_spirit.overlap_markdown(extra["base_spirit_overlap"])
                 + report.pointwise_cocktail_note([m.name for m in methods]))
     backbone = get_profile(project.profile).model
     written = report.write_report(ws.reports_dir(domain), domain, test, methods, _settings(context, project, domain),
                                   lineage, dom.reference, ev, dom.split.protocol == "leave_one_out", context.run_id,
-                                  sections=sections, extra=extra, listwise=lists or None, next_item=dom.listwise,
-                                  listwise_labels=listwise_report.LABELS,
-                                  listwise_published=listwise_report.published_markdown(dom.reference, backbone))
+                                  sections=sections, extra=extra, lists=lists,
+                                  next_item=any(dom.has_task(t.name) for t in list_tasks()),
+                                  list_labels=listwise_report.LABELS,
+                                  published={"listwise": listwise_report.published_markdown(dom.reference, backbone)})
     payload = written.payload
     checks = gate_results(payload, (ev.get("floors") or {}).get(domain, {}), _previous_report(context, domain),
                           float(ev["regression_tolerance"])) + sanity_results(payload["sanity"])
@@ -207,8 +219,8 @@ def build_report_assets(cfg: ProjectConfig) -> list:
     common = dict(code_version=CODE_VERSION, retry_policy=meta.TRANSIENT_RETRY, kinds={"markdown"},
                   group_name="evaluation")
     domain_report = dg.asset(
-        name="evaluation_report", deps=["temporal_split", "ranking_candidates", *report.SCORE_SOURCES,
-                                        "listwise_scores", *BASE_SPIRIT_ASSETS.values()],
+        name="evaluation_report", deps=["temporal_split", "ranking_candidates", *report.score_sources(),
+                                        *(t.assets["scores"] for t in list_tasks()), *base_spirit_assets().values()],
         partitions_def=domain_partitions(cfg), **common,
         check_specs=[dg.AssetCheckSpec(name, asset="evaluation_report") for name in CHECKS]
         + [dg.AssetCheckSpec(name, asset="evaluation_report", description=text)

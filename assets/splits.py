@@ -12,8 +12,8 @@ from models.data import splits
 from models.data import warehouse
 from models.config import ProjectConfig
 from models.data.workspace import Workspace
-from orchestration.partitions import domain_partitions
-from orchestration.resources import ProjectResource
+from assets._partitions import domain_partitions
+from assets._resources import ProjectResource
 
 CODE_VERSION = meta.code_version(data_prep)
 

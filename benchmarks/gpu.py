@@ -142,7 +142,7 @@ def run_shape(name: str, device: torch.device, dtype: torch.dtype, batch: int, s
     out = {"train_tokens_per_s": tokens / train_s, "train_tflops": flops / 1e12, "score_tokens_per_s": tokens / score_s,
            "lora_params": lora_params, "peak_memory_gib": (torch.cuda.max_memory_allocated(device) / 2 ** 30
                                                            if device.type == "cuda" else float("nan"))}
-    del model, opt
+    model = opt = None  # frees the memory before the next shape (step() is not called again)
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)

@@ -14,20 +14,20 @@ from typing import Annotated, Any, Iterator, Literal, Optional, Union, get_args
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
-from models.core.strict import (ConfigError, Problem, Strict, choices_text, partial_model, got_text, between_markers, closest, load_yaml,
+from models.core.strict import (ConfigError, Problem, Strict, choices_text, partial_model, got_text, between_markers, closest, load_yaml, one_of,
                            schema_markdown as _schema_markdown)
 from models.registry.cf import CF_MODELS
 from models.registry.formats import FORMATS as INGEST_FORMATS
 from models.registry.methods import method_names
 from models.registry.published import LISTWISE_PUBLISHED, PUBLISHED
+from models.registry.tasks import TASKS as TASK_KINDS
 from models.profiles import get_profile
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-FORMATS = tuple(INGEST_FORMATS)  # models/registry/formats.py is the registry
 PROTOCOLS = ("month_window", "date_cutoff", "leave_one_out")
 ROLES = ("general", "target", "cold_start")
-TASKS = ("pointwise", "listwise", "both")  # CoLLM's Yes/No task, RecCocktail's listwise task as published
+BOTH = "both"  # pointwise and listwise: CoLLM's Yes/No task and RecCocktail's listwise task as published
 PROFILES = ("smoke", "demo", "extended", "full")  # the shipped ones; users add theirs (models/profiles.py)
 TIMESTAMP_UNITS = ("s", "ms", "iso")
 
@@ -311,7 +311,9 @@ assert tuple(get_args(m.model_fields["protocol"].annotation)[0] for m in get_arg
 class Dataset(_FileModel):
     """One dataset: where its raw files are and how to read them."""
 
-    format: Literal[FORMATS] = Field(description="how the files are read (the table of formats above)")
+    format: Annotated[str, one_of(INGEST_FORMATS)] = Field(
+        description="how the files are read (the table of formats above; models/registry/formats.py)",
+        json_schema_extra={"doc_type": "one of " + ", ".join(f"`{f}`" for f in INGEST_FORMATS)})
     source: Annotated[Source, BeforeValidator(_as_source)] = Field(
         description="a path, or `{package: NAME, path: PATH}` (below)",
         json_schema_extra={"doc_type": "path, or mapping"})
@@ -448,9 +450,10 @@ class _DomainBase(_FileModel):
                                                        "ingredient; `cold_start`: evaluated only")
     split: Split | None = Field(None, description="overrides the dataset's split; none: the dataset's",
                                 json_schema_extra={"doc_type": "mapping (as `datasets.<name>.split`)"})
-    task: Literal[TASKS] = Field("pointwise", description=(
+    task: Annotated[str, one_of(TASK_KINDS, BOTH)] = Field("pointwise", description=(
         "`pointwise`: CoLLM's Yes/No prompts (and our pointwise cocktail); `listwise`: RecCocktail's next-item "
-        "selection among 30 candidates, as published; `both`"))
+        "selection among 30 candidates, as published; `both`; or a task kind added to models/registry/tasks.py"),
+        json_schema_extra={"doc_type": "one of " + ", ".join(f"`{t}`" for t in (*TASK_KINDS, BOTH))})
     words: Annotated[Words, Section] = Field(default_factory=lambda: Words(), description=(
         "the listwise prompt's words (below; the authors' Amazon words by default)"))
 
@@ -495,7 +498,7 @@ def file_model() -> type[BaseModel]:
         for name, spec in CF_MODELS.items()}
     cf_fields["seed"] = (int, Field(2023, description="seed of every CF model"))
     cf = create_model("CFSection", __base__=_FileModel, __module__=__name__,
-                      __doc__="The CF baselines and CIE sources (PROTOCOLS section 4): one optional entry per "
+                      __doc__="The CF baselines and CIE sources (docs/protocols.md section 4): one optional entry per "
                               "model of `models.registry.cf.CF_MODELS`, each with its hyper-parameters.", **cf_fields)
     settings = create_model(
         "SettingsSection", __base__=_SettingsBase, __module__=__name__, __doc__=_SettingsBase.__doc__,
@@ -569,13 +572,17 @@ class DomainConfig:
     words: dict = field(default_factory=dict)  # the listwise prompt's words (models.llm.listwise.Words fields)
     cf: dict = field(default_factory=dict)  # CF model -> hyper-parameters that differ from `settings.cf`
 
+    def has_task(self, name: str) -> bool:
+        """Whether the domain runs the task kind `name` (`both` is pointwise and listwise)."""
+        return self.task == name or (self.task == BOTH and name in ("pointwise", "listwise"))
+
     @property
     def listwise(self) -> bool:
-        return self.task in ("listwise", "both")
+        return self.has_task("listwise")
 
     @property
     def pointwise(self) -> bool:
-        return self.task in ("pointwise", "both")
+        return self.has_task("pointwise")
 
 
 def _defaults(model: type[BaseModel]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from models.core.strict import between_markers
 
 
 class TrainConfig(Strict):
-    """Every setting of one training run (PROTOCOLS section 3 where the paper gives one). A
+    """Every setting of one training run (docs/protocols.md section 3 where the paper gives one). A
     profile's `train` section is exactly this; all of it goes into the checkpoint fingerprint."""
 
     lr: PositiveFloat = Field(1e-3, description="peak learning rate (AdamW)")
@@ -141,7 +141,7 @@ class AdapterKind(Strict):
 
 
 class CoLLMSettings(Strict):
-    """CoLLM's CIE (PROTOCOLS section 3)."""
+    """CoLLM's CIE (docs/protocols.md section 3)."""
 
     cf_models: tuple[str, ...] = Field(("mf",), min_length=1, description="CF models whose vectors feed the CIE "
                                                                           f"(any of {', '.join(CF_MODELS)})")
@@ -163,7 +163,7 @@ class CoLLMSettings(Strict):
 
 
 class ListwiseSettings(Strict):
-    """RecCocktail's listwise task as published (PROTOCOLS section 7)."""
+    """RecCocktail's listwise task as published (docs/protocols.md section 7)."""
 
     domains: Optional[tuple[str, ...]] = Field(None, description="domains `make demo` runs the listwise stages on; "
                                                                  "null: every target and cold-start domain with "
@@ -204,7 +204,7 @@ class Profile(Strict):
     ranking_users: Optional[NonNegativeInt] = Field(None, description="how many of the sampled users (the first of "
                                                                       "the same draw) also get the candidate lists "
                                                                       "of their test rows ranked; null: all of them")
-    train: TrainConfig = Field(default_factory=TrainConfig, description="LoRA training (PROTOCOLS section 3)")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="LoRA training (docs/protocols.md section 3)")
     base_spirit: AdapterKind = Field(default_factory=AdapterKind, description="the base spirit's differences")
     ingredient: AdapterKind = Field(default_factory=AdapterKind, description="the ingredients' differences")
     merge: MergeSettings = Field(default_factory=MergeSettings, description="the cocktail merge")

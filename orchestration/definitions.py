@@ -9,14 +9,13 @@ from assets.cf import build_cf_assets
 from assets.ingestion import build_ingestion_assets
 from assets.landing import build_landing_assets
 from assets.llm import build_llm_assets
-from assets.reccocktail import build_reccocktail_assets
 from assets.report import build_report_assets
 from assets.splits import build_split_assets
 from models.config import Settings, load_config
 from orchestration import automation, recovery
 from orchestration.jobs import JOBS
 from orchestration.sensors import landing_sensors
-from orchestration.resources import ProjectResource
+from assets._resources import ProjectResource
 
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
@@ -25,7 +24,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     cfg = load_config(settings.config_path)
     lineage = LLMLineage.from_settings(settings)
     assets_and_checks = [*build_ingestion_assets(cfg), *build_landing_assets(cfg), *build_split_assets(cfg),
-                         *build_cf_assets(cfg), *build_llm_assets(cfg, lineage), *build_reccocktail_assets(cfg, lineage),
+                         *build_cf_assets(cfg), *build_llm_assets(cfg, lineage),
                          *build_report_assets(cfg)]
     assets = [a for a in assets_and_checks if not isinstance(a, dg.AssetChecksDefinition)]
     return dg.Definitions(

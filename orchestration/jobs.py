@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from orchestration.partitions import sync_domain_partitions
+from assets._partitions import sync_domain_partitions
 from orchestration.recovery import reap_dead_runs
 
 DATASET_ASSETS = dg.AssetSelection.assets("raw_interactions", "raw_items", "interactions")

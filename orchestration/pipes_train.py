@@ -30,10 +30,9 @@ def main() -> None:
         from models.data.workspace import Workspace
 
         ex = pipes.extras
-        pipes.log.info(f"pipes trainer: {ex['kind']} on {', '.join(ex['domains'])}")
-        md = train_adapter(Workspace(Path(ex["data_dir"])), dict(ex["domains"]), ex["kind"],
-                           Profile.model_validate(ex["profile"]), log=pipes.log.info,
-                           cfg=load_config(Path(ex["config_path"])))
+        pipes.log.info(f"pipes trainer: {ex['kind']} on {', '.join(ex['domains'])} ({ex['task']} task)")
+        md = train_adapter(Workspace(Path(ex["data_dir"])), load_config(Path(ex["config_path"])), list(ex["domains"]),
+                           ex["kind"], ex["task"], Profile.model_validate(ex["profile"]), log=pipes.log.info)
         pipes.report_asset_materialization(metadata={k: _typed(v) for k, v in md.items()},
                                            data_version=md["adapter_sha256"][:16])
 

@@ -26,7 +26,7 @@ from models.data import ingest as data_prep
 from models.core.files import file_sha256
 from models.config import ProjectConfig
 from orchestration.jobs import ingest_landing_job, prepare_domain_job
-from orchestration.partitions import DOMAIN_PARTITIONS, missing_domains
+from assets._partitions import DOMAIN_PARTITIONS, missing_domains
 
 LANDING_INTERVAL_S = int(os.environ.get("LLMREC_LANDING_INTERVAL_S", "30"))
 LANDING_SETTLE_S = float(os.environ.get("LLMREC_LANDING_SETTLE_S", "10"))

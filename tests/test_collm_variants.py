@@ -17,9 +17,9 @@ from models import profiles
 from models.registry import collm as collm_registry
 from models.stages import collm as collm_train
 from models.llm import loading as llm
-from models.stages.adapters import load_base
+from models.stages.common import load_base
 from models.cf.model import CFModel
-from models.stages.cocktail import dense_model
+from models.stages.mixing import dense_model
 from models.config import Settings
 from models.profiles import get_profile
 from models.llm.prompts import PromptBuilder

@@ -20,7 +20,7 @@ from conftest import write_config
 from models.data import ingest as data_prep
 from models.data import warehouse
 from models.config import ConfigError, DatasetConfig, Settings, load_config
-from orchestration.resources import ProjectResource
+from assets._resources import ProjectResource
 
 REVIEWS, META = "Books.json.gz", "meta_Books.json.gz"
 

@@ -16,7 +16,7 @@ from models.data import warehouse
 from models.config import Settings, load_config
 from orchestration.definitions import build_definitions
 from orchestration.jobs import materialize_dataset, materialize_domain
-from orchestration.partitions import DOMAIN_PARTITIONS
+from assets._partitions import DOMAIN_PARTITIONS
 from orchestration.sensors import landing_tick, touched_domains
 from test_report import write_fixture
 

@@ -18,7 +18,7 @@ import yaml
 from models.config import PROJECT_ROOT, Settings
 from orchestration.definitions import build_definitions
 from orchestration.jobs import materialize_dataset, materialize_domain
-from orchestration.partitions import DOMAIN_PARTITIONS
+from assets._partitions import DOMAIN_PARTITIONS
 from test_report import write_fixture
 
 DEPLOY = PROJECT_ROOT / "deploy"

@@ -286,7 +286,8 @@ def test_a_sampled_method_and_the_full_ones_share_one_frame(tmp_path):
 def test_the_summary_names_each_domains_frame():
     est = {"value": 0.7, "ci_low": 0.6, "ci_high": 0.8, "n": 100}
     few = {"value": 1.0, "ci_low": 1.0, "ci_high": 1.0, "n": 3, "not_applicable": "only 3 rows"}
-    rep = {"test_rows": 100, "frames": {"all": {"short": "all rows: 10 users, 100 rows", "methods": ["mf"]}},
+    rep = {"test_rows": 100, "frames": {"all": {"kind": "rows", "short": "all rows: 10 users, 100 rows",
+                                            "methods": ["mf"]}},
            "metrics": {"all": {"mf": {"all": {"auc": est, "uauc": est}, "warm": {"auc": few, "uauc": est},
                                       "cold": {"auc": est, "uauc": few}}}}}
     text, table = report.summary_markdown({"movies": rep})

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from functools import lru_cache
-from typing import Annotated, Any, Iterable, Iterator, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Iterable, Iterator, Literal, Mapping, Union, get_args, get_origin
 
 import annotated_types
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
@@ -460,9 +460,23 @@ def _describe(root: type[BaseModel], err: dict, place: _Place) -> Problem:
     for prefix in ("Value error, ", "Assertion failed, "):
         msg = msg.removeprefix(prefix)
     msg = msg.replace("Input should be", "must be")
+    if msg.startswith("choose one of"):  # a registry's membership check (`one_of`): as a Literal's error reads
+        return Problem(place.path, msg, value)
     if not kind.startswith("value_error"):
         msg += got_text(value)
     return Problem(place.path, msg)
+
+
+def one_of(registry: Mapping[str, Any], *more: str):
+    """A validator for a name that must be one of a registry's keys (or `more`), checked when a file is
+    read, so an entry registered after import counts; its error reads as a Literal's does."""
+    def check(v: str) -> str:
+        names = (*registry, *more)
+        if v not in names:
+            hint = closest(v, list(names))
+            raise ValueError(f"choose one of {choices_text(names)}" + (f"; did you mean `{hint}`?" if hint else ""))
+        return v
+    return AfterValidator(check)
 
 
 def _merge_union_errors(problems: list[tuple[Problem, _Place]]) -> list[Problem]:

@@ -1,4 +1,4 @@
-"""A base spirit that is really domain-general (RecCocktail, PROTOCOLS section 7): which domains it
+"""A base spirit that is really domain-general (RecCocktail, docs/protocols.md section 7): which domains it
 learns from, the users it leaves out, the rows it trained on (kept beside the adapter), and what
 those rows share with each domain that gets a cocktail. Both base spirits use it: the listwise one
 (as published) and the pointwise one (our adaptation). No Dagster here."""

@@ -1,4 +1,4 @@
-"""CoLLM (PROTOCOLS section 3): a CF model's user and item vectors mapped into the LLM's token space.
+"""CoLLM (docs/protocols.md section 3): a CF model's user and item vectors mapped into the LLM's token space.
 
 The CIE is `Linear(d, 10d) -> ReLU -> Linear(10d, H)`, one MLP for users and items. The ID prompt
 has one position for `<UserID>` and one for `<TargetItemID>` (as in the original, each placeholder
@@ -7,7 +7,7 @@ plain token-id lists (so the LoRA trainer's batching, checkpoints, resume and DD
 a slot position carries an id past the vocabulary: `vocab + user index` or `vocab + n_users + item
 index`; the head turns those into CIE vectors.
 
-Variants (PROTOCOLS section 3, CoLLM's Table V):
+Variants (docs/protocols.md section 3, CoLLM's Table V):
 - `two_step` (the default, as published): the LLM with its step-1 LoRA (TALLRec) merged in and
   frozen, the CF model frozen, only the MLP trains;
 - `t1`: two steps, step 2 also tunes the CF vectors, initialised from the pre-trained CF model;

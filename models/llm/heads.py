@@ -87,7 +87,7 @@ class YesLogit(torch.nn.Module):
 
 
 class AnswerLM(torch.nn.Module):
-    """The LoRA-wrapped model reduced to what listwise training needs (RecCocktail, PROTOCOLS section 7):
+    """The LoRA-wrapped model reduced to what listwise training needs (RecCocktail, docs/protocols.md section 7):
     the mean next-token loss over the answer tokens only; DDP wraps this module."""
 
     def __init__(self, peft_model):

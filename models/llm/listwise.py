@@ -1,4 +1,4 @@
-"""RecCocktail's listwise next-item task as the authors' code has it (PROTOCOLS section 7): the
+"""RecCocktail's listwise next-item task as the authors' code has it (docs/protocols.md section 7): the
 prompt in the backbone's chat template, the candidates, the answer, its loss mask, greedy generation
 and its parser, the candidate-likelihood ranking (ours), and the merge's entropy objective. The
 metrics are the report's (models/reporting/listwise.py).

@@ -1,4 +1,4 @@
-"""RecCocktail's entropy-guided adaptive merge (PROTOCOLS section 7) and its baselines.
+"""RecCocktail's entropy-guided adaptive merge (docs/protocols.md section 7) and its baselines.
 
 Every linear module that either adapter wraps gets its own learnable logit vector w over the
 adapters (base spirit, ingredient), initialised equal; the mixing weights are a = softmax(w / T).
@@ -253,7 +253,7 @@ Objective = Callable[[torch.nn.Module, Sequence], torch.Tensor]  # (model, a bat
 
 
 def yes_entropy(encode: Callable[[Sequence[str]], dict], yes_id: int) -> Objective:
-    """Our pointwise objective (PROTOCOLS section 8): the mean binary entropy of P(Yes) at the answer position."""
+    """Our pointwise objective (docs/protocols.md section 8): the mean binary entropy of P(Yes) at the answer position."""
     def loss(model: torch.nn.Module, batch: Sequence[str]) -> torch.Tensor:
         enc = encode(batch)
         return binary_entropy(yes_logit(model, enc["input_ids"], enc["attention_mask"], yes_id).float()).mean()

@@ -1,4 +1,4 @@
-"""CoLLM's Yes/No prompts (PROTOCOLS section 2): text-only (TALLRec, CoLLM step 1) and with the
+"""CoLLM's Yes/No prompts (docs/protocols.md section 2): text-only (TALLRec, CoLLM step 1) and with the
 collaborative-ID placeholders (CoLLM step 2), with the domain's item noun and a token budget."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Yes/No scoring: the logit of the answer token " Yes" at the last prompt position (PROTOCOLS
+"""Yes/No scoring: the logit of the answer token " Yes" at the last prompt position (docs/protocols.md
 section 3), computed without the waste of the reference implementations.
 
 - Only the last real position of each prompt goes through the output layer, and only its " Yes"

@@ -1,4 +1,4 @@
-"""LoRA training (PROTOCOLS sections 3 and 7), readable top to bottom.
+"""LoRA training (docs/protocols.md sections 3 and 7), readable top to bottom.
 
 Two objectives share the trainer: BCE on the " Yes" logit at the last prompt position (CoLLM,
 TALLRec: validation AUC), and the language-model loss on the answer tokens only (RecCocktail's

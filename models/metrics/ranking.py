@@ -1,4 +1,4 @@
-"""Recommendation metrics as the papers compute them (PROTOCOLS section 5), with bootstrap intervals.
+"""Recommendation metrics as the papers compute them (docs/protocols.md section 5), with bootstrap intervals.
 
 AUC is scikit-learn's. UAUC and the bootstrap need thousands of per-user AUCs, so they use a
 vectorised rank formula (the Mann-Whitney statistic with tie-averaged ranks, which is what
@@ -56,7 +56,7 @@ def per_user_auc(users: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> t
 
 
 def uauc(users: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> float:
-    """Unweighted mean of per-user AUCs (PROTOCOLS section 5); NaN when no user qualifies."""
+    """Unweighted mean of per-user AUCs (docs/protocols.md section 5); NaN when no user qualifies."""
     per_user, _ = per_user_auc(users, labels, scores)
     return float(per_user.mean()) if per_user.size else float("nan")
 

@@ -40,7 +40,7 @@ class BPRParams(Params):
 
 
 class BCEParams(Params):
-    """What every CF model trained with BCE on the labelled train rows shares (PROTOCOLS section 4)."""
+    """What every CF model trained with BCE on the labelled train rows shares (docs/protocols.md section 4)."""
 
     lr: PositiveFloat = Field(1e-3, description="Adam learning rate")
     weight_decay: NonNegativeFloat = Field(1e-4, description="Adam weight decay on every parameter")
@@ -52,7 +52,7 @@ class BCEParams(Params):
 
 
 class MFParams(BCEParams):
-    """CoLLM's MF on ML-1M (PROTOCOLS section 4)."""
+    """CoLLM's MF on ML-1M (docs/protocols.md section 4)."""
 
     dim: PositiveInt = Field(256, description="vector size d")
     # The authors' code kept nn.Embedding's N(0, 1): with d=256 the logits saturate, validation AUC
@@ -75,7 +75,7 @@ class SASRecParams(BCEParams):
     heads: PositiveInt = Field(1, description="attention heads")
     dropout: NonNegativeFloat = Field(0.2, le=0.9, description="dropout on embeddings, attention and feed-forward")
     maxlen: Optional[PositiveInt] = Field(None, description="sequence length; null: the average user's train "
-                                                            "record count (PROTOCOLS section 4)")
+                                                            "record count (docs/protocols.md section 4)")
     # the authors' released SASRec script: lr 1e-2, wd 1e-2, batch 2048 (its nn.Embedding N(0, 1) start
     # needs ~50 epochs on ML-1M; N(0, 0.1) reaches the same test AUC by epoch ~13)
     lr: PositiveFloat = Field(1e-2, description="Adam learning rate")

@@ -3,7 +3,7 @@ the papers' method names mapped to ours. Light: numbers and names only."""
 
 from __future__ import annotations
 
-# PROTOCOLS section 6 (CoLLM Tables II, III, V and VII), test AUC / UAUC / NDCG (None: not published),
+# docs/protocols.md section 6 (CoLLM Tables II, III, V and VII), test AUC / UAUC / NDCG (None: not published),
 # labelled by backbone.
 PUBLISHED: dict[str, list[tuple[str, str, float | None, float | None, float | None]]] = {
     "collm_ml1m": [
@@ -46,7 +46,7 @@ PAPER_NAMES = {"MF": "mf", "LightGCN": "lightgcn", "SASRec": "sasrec",
                "RecCocktail, pointwise (ours)": "reccocktail", "CoLLM on RecCocktail (ours)": "collm_mf_cocktail"}
 
 
-# the papers' NDCG@1 (= HR@1, generated), paper v2's table (PROTOCOLS section 7): data set, then (method, backbone, value)
+# the papers' NDCG@1 (= HR@1, generated), paper v2's table (docs/protocols.md section 7): data set, then (method, backbone, value)
 LISTWISE_PUBLISHED = {
     "reccocktail_ml1m": ("ML-1M", [("best baseline", "Qwen2-7B-Instruct", 0.5392),
                                    ("RecCocktail", "Qwen2-7B-Instruct", 0.5783)]),

@@ -213,7 +213,7 @@ def _claims() -> list[Claim]:
                              table2))
             out.append(Claim(f"CoLLM-{name} > {name} ({LABELS[metric]})", f"collm_{cf}", cf, metric, "all", ">",
                              table2))
-    shape = "RecCocktail, expected shape (PROTOCOLS section 7)"
+    shape = "RecCocktail, expected shape (docs/protocols.md section 7)"
     out += [
         Claim("CoLLM-MF > TALLRec on warm rows (AUC)", "collm_mf", TALLREC, "auc", "warm", ">",
               "CoLLM's warm/cold analysis"),

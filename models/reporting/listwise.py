@@ -1,4 +1,4 @@
-"""RecCocktail's lists in the evaluation report (PROTOCOLS section 7): each listwise LLM method's
+"""RecCocktail's lists in the evaluation report (docs/protocols.md section 7): each listwise LLM method's
 ranked lists read from `scores/listwise.parquet` (the candidate likelihood, ours, and the greedy
 generation, as published), checked to be the domain's `ranking_candidates` lists, which the CF models
 rank too; and the paper's published numbers with their backbone. Test labels (which candidate is the
@@ -63,17 +63,17 @@ def published_markdown(reference: str | None, backbone: str) -> list[str]:
         "", f"Ours above: backbone `{backbone}`; gen HR@1 is the comparable column.", ""]
 
 
-def load(ws, domain: str, test: pl.DataFrame, log=None) -> tuple[dict, dict | None]:
-    """(method -> ListScores, lineage entry) of the domain's listwise scores; nothing when there are
-    none or they were scored on an older split."""
-
-    path = ws.scores_path(domain, "listwise")
+def load(ws, domain: str, test: pl.DataFrame, family: str = "listwise", asset: str = "listwise_scores",
+         log=None) -> tuple[dict, dict | None]:
+    """(method -> ListScores, lineage entry) of the domain's scores/<family>.parquet (a list task's:
+    RecCocktail's `listwise`); nothing when there are none or they were scored on an older split."""
+    path = ws.scores_path(domain, family)
     if not path.exists():
         return {}, None
     df = pl.read_parquet(path)
     if df.height == 0 or df["split_sha256"][0] != ws.split_sha256(domain):
         if log:
-            log(f"{path} was scored on an older split of {domain!r}; materialize listwise_scores again")
+            log(f"{path} was scored on an older split of {domain!r}; materialize {asset} again")
         return {}, None
     return (list_scores(df, test, ws.candidates(domain)),
-            {"asset": "listwise_scores", "path": str(path), "sha256": file_sha256(path)})
+            {"asset": asset, "path": str(path), "sha256": file_sha256(path)})

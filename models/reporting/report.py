@@ -33,16 +33,36 @@ from models.metrics import stats
 from models.metrics.frames import Frame, Subset
 from models.registry.methods import ENSEMBLE_RULE, ENSEMBLES
 from models.registry.published import PAPER_NAMES, PUBLISHED
+from models.registry.tasks import TASKS
 from models.core.files import file_sha256
 
 TIE_POLICY = ("random tie-breaking, by its expectation: a target tied with t candidates is at each of those t + 1 "
               "places with equal chance, and HR@k / NDCG@k are the means over them (AUC counts a tie as half, CoLLM's "
               "NDCG lets tied rows share their discounts: the same expectation); a constant scorer gets the chance "
               "level")
+# the frames of lists every report may have; any other frame of lists is a task kind's own (RecCocktail's: `listwise`)
+LIST_FRAMES = ("sample_lists", "all_lists")
+LIST_INTRO = ("The LLM methods and the CF models rank the same lists (the target and its seeded negatives of "
+              "`ranking_candidates`). **score**: the candidates ranked by score: the CF model's, or the LLM's.")
+# a task kind's section heading and introduction (others get LIST_INTRO under a heading of their name)
+LIST_SECTIONS = {"listwise": (
+    "RecCocktail as published: next-item selection among 30 candidates",
+    "The LLM methods and the CF models rank the same lists (the target and its seeded negatives of "
+    "`ranking_candidates`; the LLM sees them shuffled in the authors' prompt). **gen** (as published): greedy "
+    "generation split on `||`, exact title match, a target not named is a miss. **score**: the candidates ranked by "
+    "score: the CF model's, or the log-likelihood of each title as the first answer item for the LLM (ours, "
+    "deterministic). Base spirit, ingredients and the merge are trained and selected on validation data only.")}
+
+
+def task_list_frames(frames: dict) -> list[str]:
+    """The frames of lists that belong to a task kind (RecCocktail's `listwise`, or a new one's)."""
+    return [n for n, f in frames.items() if getattr(f, "kind", None) == "lists" and n not in LIST_FRAMES]
+
+
 GENERATED = (("hr", 1), ("hr", 3), ("ndcg", 3), ("ndcg", 5))  # RecCocktail's generated metrics (NDCG@1 = HR@1)
 
 
-# the pointwise rows of the cocktail stage that are our adaptation of RecCocktail (PROTOCOLS section 8):
+# the pointwise rows of the cocktail stage that are our adaptation of RecCocktail (docs/protocols.md section 8):
 # every merge method on the Yes/No adapters but the ingredient alone, which is TALLRec as published
 POINTWISE_COCKTAIL_ROWS = ("base_spirit", "equal_weights", "task_arithmetic", "ties", "dare", "reccocktail",
                            "collm_mf_cocktail")
@@ -55,7 +75,7 @@ def pointwise_cocktail_note(method_names: list[str]) -> list[str]:
         return []
     lines = ["## Our pointwise adaptation of RecCocktail", "",
              f"The rows {', '.join(f'`{m}`' for m in ours)} come from **our adaptation** of RecCocktail to CoLLM's "
-             "Yes/No task (PROTOCOLS section 8): the base spirit and the ingredient are Yes/No adapters, and the "
+             "Yes/No task (docs/protocols.md section 8): the base spirit and the ingredient are Yes/No adapters, and the "
              "merge minimises the binary entropy of P(Yes). It is not the paper's method; RecCocktail as published "
              "is the listwise task (its own section, where the domain has `task: listwise` or `both`).", ""]
     return lines
@@ -120,7 +140,7 @@ def subset_masks(test: pl.DataFrame) -> dict[str, np.ndarray]:
 
 # what an estimate's n counts, per metric
 UNITS = {"auc": "rows", "uauc": "users with both labels", "user_ndcg": "users with both labels"}
-# the pointwise metrics of every method (PROTOCOLS section 5): `user_ndcg` is CoLLM's NDCG column
+# the pointwise metrics of every method (docs/protocols.md section 5): `user_ndcg` is CoLLM's NDCG column
 POINTWISE_METRICS = ("auc", "uauc", "user_ndcg")
 METRIC_LABELS = {"auc": "AUC", "uauc": "UAUC", "user_ndcg": "NDCG"}
 
@@ -637,7 +657,8 @@ def comparison_frames(payload: dict) -> tuple[str | None, str | None]:
     lists, else all lists)."""
     frames = payload.get("frames", {})
     rows = next((f for f in ("sample", "all") if f in frames), None)
-    lists = next((f for f in ("listwise", "sample_lists", "all_lists") if f in frames), None)
+    own = [n for n, f in frames.items() if f["kind"] == "lists" and n not in LIST_FRAMES]
+    lists = next((f for f in (*own, "sample_lists", "all_lists") if f in frames), None)
     return rows, lists
 
 
@@ -738,8 +759,14 @@ def plot_summary(table: list[dict], path: Path) -> Path:
 
 # The score files a report reads, by the asset that writes them (under domains/<d>/scores/); a
 # report needs the CF scores, the LLM rows join when their stages have run for the domain.
-SCORE_SOURCES = {"cf_embeddings": "cf", "llm_scores": "llm", "collm_cie": "collm"}
 REQUIRED_SOURCES = ("cf_embeddings",)
+
+
+def score_sources() -> dict[str, str]:
+    """asset -> score family of every file of per-row scores: the CF models, each task kind that scores
+    rows (the registry's; the pointwise LLM methods), and CoLLM."""
+    return {"cf_embeddings": "cf", **{t.assets["scores"]: t.scores_family for t in TASKS.values()
+                                      if t.report_as == "rows"}, "collm_cie": "collm"}
 
 
 class StaleScores(ValueError):
@@ -753,7 +780,8 @@ def load_scores(ws, domain: str, n_test: int, log=None) -> tuple[list[MethodScor
 
     methods, lineage = [], []
     current = ws.split_sha256(domain)
-    for asset, family in SCORE_SOURCES.items():
+    seen: dict[str, str] = {}
+    for asset, family in score_sources().items():
         path = ws.scores_path(domain, family)
         if not path.exists():
             if asset in REQUIRED_SOURCES:
@@ -770,7 +798,12 @@ def load_scores(ws, domain: str, n_test: int, log=None) -> tuple[list[MethodScor
                 log(text + "; left out of this report")
             continue
         lineage.append({"asset": asset, "path": str(path), "sha256": file_sha256(path)})
-        methods += [_method_scores(df, name, n_test, asset) for name in df["method"].unique(maintain_order=True)]
+        for name in df["method"].unique(maintain_order=True):
+            if name in seen:
+                raise ValueError(f"method {name!r} is scored by both {seen[name]} and {asset} for {domain!r}: a domain's "
+                                 "score files must name their methods apart")
+            seen[name] = asset
+            methods.append(_method_scores(df, name, n_test, asset))
     return methods + ensembles(methods), lineage
 
 
@@ -846,7 +879,7 @@ class _Frames:
         self.subsets[frame.name] = subsets
 
 
-def _build(test: pl.DataFrame, methods: list[MethodScores], listwise: dict[str, ListScores] | None, ev: dict,
+def _build(test: pl.DataFrame, methods: list[MethodScores], lists: dict[str, dict[str, ListScores]] | None, ev: dict,
            one_row_per_user: bool, next_item: bool) -> _Frames:
     ks = tuple(int(k) for k in ev["ranking_k"])
     samples, seed, min_units = int(ev["bootstrap_samples"]), int(ev["seed"]), int(ev["min_subset_rows"])
@@ -863,13 +896,13 @@ def _build(test: pl.DataFrame, methods: list[MethodScores], listwise: dict[str, 
     rule, n_neg = frames_mod.target_rule(next_item), int(ev["ranking_negatives"])
     ranked = {m.name: ls for m in methods if (ls := list_scores(m, targets)) is not None}
     found = list_frames(test, ranked, targets, rule, n_neg)
-    if listwise:
-        complete = found.get("all_lists", (None, {}))[1]
-        lw = list_frames(test, {**complete, **listwise}, targets, rule, n_neg, prefix="listwise_",
-                         what="RecCocktail's lists. ")
-        if "listwise_sample_lists" in lw:
-            f, ls = lw["listwise_sample_lists"]
-            found["listwise"] = (Frame("listwise", "lists", f.mask, f.methods, f.description, f.short), ls)
+    complete = found.get("all_lists", (None, {}))[1]
+    for task, task_lists in (lists or {}).items():  # a task kind whose methods rank lists: a frame of its own
+        framed = list_frames(test, {**complete, **task_lists}, targets, rule, n_neg, prefix=f"{task}_",
+                             what=LIST_SECTIONS.get(task, (f"The {task} task's lists", ""))[0] + ". ")
+        if f"{task}_sample_lists" in framed:
+            f, ls = framed[f"{task}_sample_lists"]
+            found[task] = (Frame(task, "lists", f.mask, f.methods, f.description, f.short), ls)
     for name, (f, ls) in found.items():
         out.add(f, frames_mod.subsets(f, masks, min_units, one_row_per_user))
         out.lists[name] = ls
@@ -896,7 +929,7 @@ def _compare(fr: _Frames, test: pl.DataFrame, methods: list[MethodScores], ev: d
                                                 comparisons_mod.pairs(list(f.methods), sources), samples, seed,
                                                 min_units, one_row_per_user)
     list_metrics = ("generated_hr@1", "generated_ndcg@3", "hr@1", f"ndcg@{max(ks)}")
-    for name in ("sample_lists", "listwise"):
+    for name in ("sample_lists", *(n for n, f in fr.frames.items() if f.kind == "lists" and n not in LIST_FRAMES)):
         if name in fr.frames:
             f, ls = fr.frames[name], fr.lists[name]
             own = {n: (l.source or sources.get(n, "")) for n, l in ls.items()}
@@ -931,7 +964,7 @@ def _sanity(fr: _Frames, methods: list[MethodScores]) -> list[dict]:
 def markdown(domain: str, test: pl.DataFrame, fr: _Frames, records: list[dict], claim_rows: list[dict],
              findings: list[dict], settings: dict, lineage: list[dict], reference: str | None, ev: dict,
              one_row_per_user: bool, plots: dict[str, str] | None = None, sections: list[str] | None = None,
-             listwise_labels: dict[str, str] | None = None, listwise_published: list[str] | None = None) -> str:
+             list_labels: dict[str, str] | None = None, published: dict[str, list[str]] | None = None) -> str:
     ks = tuple(int(k) for k in ev["ranking_k"])
     margin = float(ev["noninferiority_margin"])
     masks = subset_masks(test)
@@ -947,7 +980,7 @@ def markdown(domain: str, test: pl.DataFrame, fr: _Frames, records: list[dict], 
             blocks.append((fr.frames[name], fr.result[name], fr.chance[name],
                            [k for k in POINTWISE_METRICS if k in fr.chance[name]["all"]]))
             break
-    for name in ("listwise", "sample_lists", "all_lists"):
+    for name in (*task_list_frames(fr.frames), "sample_lists", "all_lists"):
         if name in fr.frames:
             blocks.append((fr.frames[name], fr.result[name], fr.chance[name],
                            [k for k in ("hr@1", f"ndcg@{max(ks)}", "generated_hr@1") if k in fr.chance[name]["all"]]))
@@ -971,17 +1004,12 @@ def markdown(domain: str, test: pl.DataFrame, fr: _Frames, records: list[dict], 
                   f"Lists of `ranking_candidates` (seeded); ties: {TIE_POLICY}.", ""]
         for n in list_names:
             lines += lists_table(fr.frames[n], fr.subsets[n], fr.result[n], fr.counts[n], fr.chance[n], ks, test)
-    if "listwise" in fr.frames:
-        lines += ["## RecCocktail as published: next-item selection among 30 candidates", "",
-                  "The LLM methods and the CF models rank the same lists (the target and its seeded negatives of "
-                  "`ranking_candidates`; the LLM sees them shuffled in the authors' prompt). **gen** (as published): "
-                  "greedy generation split on `||`, exact title match, a target not named is a miss. **score**: the "
-                  "candidates ranked by score: the CF model's, or the log-likelihood of each title as the first answer "
-                  "item for the LLM (ours, deterministic). Base spirit, ingredients and the merge are trained and "
-                  "selected on validation data only.", ""]
-        lines += lists_table(fr.frames["listwise"], fr.subsets["listwise"], fr.result["listwise"],
-                             fr.counts["listwise"], fr.chance["listwise"], ks, test, listwise_labels)
-        lines += listwise_published or []
+    for name in task_list_frames(fr.frames):
+        heading, intro = LIST_SECTIONS.get(name, (f"The {name} task's lists", LIST_INTRO))
+        lines += [f"## {heading}", "", intro, ""]
+        lines += lists_table(fr.frames[name], fr.subsets[name], fr.result[name], fr.counts[name], fr.chance[name], ks,
+                             test, list_labels)
+        lines += (published or {}).get(name, [])
     lines += comparisons_mod.markdown(records, fr.frames, int(ev["test_resamples"]))
     lines += sanity.markdown(findings)
     lines += sections or []
@@ -998,18 +1026,20 @@ def markdown(domain: str, test: pl.DataFrame, fr: _Frames, records: list[dict], 
 def write_report(out: Path, domain: str, test: pl.DataFrame, methods: list[MethodScores], settings: dict[str, Any],
                  lineage: list[dict], reference: str | None, ev: dict, one_row_per_user: bool, run_id: str,
                  sections: list[str] | None = None, extra: dict | None = None,
-                 listwise: dict[str, ListScores] | None = None, next_item: bool = False,
-                 listwise_labels: dict[str, str] | None = None,
-                 listwise_published: list[str] | None = None) -> WrittenReport:
+                 lists: dict[str, dict[str, ListScores]] | None = None, next_item: bool = False,
+                 list_labels: dict[str, str] | None = None,
+                 published: dict[str, list[str]] | None = None) -> WrittenReport:
     """Build the frames, evaluate every method in each, test the papers' claims and the paired
     comparisons, run the sanity guards, plot, and write report.md, metrics.json and
-    history/<run_id>.json under `out`. `ev` is the config's evaluation settings; `listwise`: the
-    listwise LLM methods' lists (models/reporting/listwise.py); `next_item`: every test row is a
+    history/<run_id>.json under `out`. `ev` is the config's evaluation settings; `lists`: task kind ->
+    its LLM methods' ranked lists (models/reporting/listwise.py: RecCocktail's), each a frame named after
+    the task beside the CF models on the same lists; `published`: task kind -> the papers' numbers for
+    its section; `next_item`: every test row is a
     ranking target (a listwise domain); `sections`: more Markdown (the base spirits' overlap, our
     pointwise cocktail's note), put before the published numbers; `extra` joins metrics.json."""
     import shutil
 
-    fr = _build(test, methods, listwise, ev, one_row_per_user, next_item)
+    fr = _build(test, methods, lists, ev, one_row_per_user, next_item)
     records = _compare(fr, test, methods, ev, one_row_per_user)
     claim_rows = comparisons_mod.claims(records, fr.frames, float(ev["noninferiority_margin"]))
     findings = _sanity(fr, methods)
@@ -1025,7 +1055,7 @@ def write_report(out: Path, domain: str, test: pl.DataFrame, methods: list[Metho
     if forest is not None:
         plots["paired_auc"] = str(forest)
     text = markdown(domain, test, fr, records, claim_rows, findings, settings, lineage, reference, ev,
-                    one_row_per_user, plots, sections, listwise_labels, listwise_published)
+                    one_row_per_user, plots, sections, list_labels, published)
     (out / "report.md").write_text(text)
     users = test["user_id"].to_numpy()
     payload = {
@@ -1047,12 +1077,14 @@ def write_report(out: Path, domain: str, test: pl.DataFrame, methods: list[Metho
 
 def headline_numbers(payload: dict) -> dict[str, float]:
     """`method/subset/metric` -> value of every applicable pointwise metric on the comparison frame,
-    and `listwise/method/subset/metric` of the list frame's headline metrics, for the asset's metadata."""
+    and `<task>/method/subset/metric` of a task's own list frame's headline metrics (RecCocktail's:
+    `listwise/...`), for the asset's metadata."""
     rows_frame, lists_frame = comparison_frames(payload)
     out = {}
+    own = lists_frame if lists_frame not in (None, *LIST_FRAMES) else None
     for frame, prefix, keys in ((rows_frame, "", POINTWISE_METRICS),
-                                (lists_frame, "listwise/", ("hr@1", "ndcg@5", "generated_hr@1", "generated_ndcg@3"))):
-        if frame is None or (prefix and frame != "listwise"):
+                                (own, f"{own}/", ("hr@1", "ndcg@5", "generated_hr@1", "generated_ndcg@3"))):
+        if frame is None:
             continue
         for m, subsets in payload["metrics"][frame].items():
             for s, ests in subsets.items():

@@ -10,19 +10,17 @@ from typing import Callable
 import polars as pl
 import torch
 
-from models.llm import collm
-from models.llm import heads
-from models.core.files import file_sha256
-from models.llm import trainer as lora_train
-from models.llm import scorer
-from models.stages.adapters import builder
 from models.cf.model import CFModel
-from models.stages.cocktail import dense_model, fixed_weights, skipped as cocktail_skipped
-from models.stages.scores import ranking_rows
-from models.profiles import Profile
-from models.data.workspace import Workspace, write_scores
-from models.registry.collm import methods
+from models.core.files import file_sha256
 from models.core.plots import plot_curve
+from models.data.workspace import Workspace, write_scores
+from models.llm import collm, heads, scorer
+from models.llm import trainer as lora_train
+from models.profiles import Profile
+from models.registry.collm import methods
+from models.stages.common import builder
+from models.stages.mixing import cocktail_dir, dense_model, fixed_weights, skipped as cocktail_skipped
+from models.stages.pointwise import ranking_rows
 
 
 def start_model(ws: Workspace, domain: str, backbone: str, variant: str):
@@ -33,7 +31,7 @@ def start_model(ws: Workspace, domain: str, backbone: str, variant: str):
         return None
     if backbone == "ingredient":
         return fixed_weights(ws, domain)["ingredient_only"]
-    return ws.cocktail_dir(domain) / "model"
+    return cocktail_dir(ws, domain) / "model"
 
 
 def _train_one(ws: Workspace, domain: str, noun: str, prof: Profile, backbone: str, cf_name: str, variant: str,

@@ -1,8 +1,11 @@
-"""RecCocktail as published (PROTOCOLS section 7): the listwise base spirit and ingredients, the
-merge plan (Shannon entropy over generated answer items, selection on validation labels), the
-scoring of every merge method (greedy generation as published; candidate likelihood, ours), and the
-overlap between the base spirit's data and each target. The prompts, parser and objective are
-models/llm/listwise.py; the merge machinery is models/llm/merge.py and models/stages/cocktail.py. No Dagster here.
+"""The listwise task kind: RecCocktail as published (docs/protocols.md section 7). Its adapters
+learn the authors' listwise prompt (the base spirit on the general domains' validation sample of
+each user, as published; the ingredient on the domain's train rows, a few-shot budget on a
+cold-start domain) with the language-model loss on the answer; its merge learns on the Shannon
+entropy at the first tokens of each generated answer item and is selected by candidate-likelihood
+NDCG@5; its scores are every merge method's greedy generation (as published) and candidate
+likelihoods (ours) on the evaluation sample's lists of `ranking_candidates`. The prompts, parser
+and objective are models/llm/listwise.py. No Dagster here.
 
 Ours, named as such: the base spirit validates on the general domains' test rows (they are never
 evaluated); the ingredient trains on train rows only (the authors add the domain's validation
@@ -12,7 +15,7 @@ authors use test prompts and test metrics)."""
 
 from __future__ import annotations
 
-import json
+import sys
 import time
 from typing import Callable
 
@@ -20,24 +23,18 @@ import numpy as np
 import polars as pl
 import torch
 
-from models.data import base_spirit
-from models.registry import merge as merge_registry
-from models.llm import heads
-from models.llm import cards
-from models.core import fingerprint
-from models.llm import listwise
-from models.llm import loading as llm_mod
-from models.llm import trainer as lora_train
-from models.llm import merge
-from models.stages.adapters import load_base
-from models.stages.cocktail import MergePlan, cocktail_dir, dense_model, fixed_weights
 from models.config import DomainConfig, ProjectConfig
-from models.profiles import Profile
-from models.core.progress import Progress
-from models.data.workspace import Workspace
+from models.core import fingerprint
 from models.core.files import write_parquet_atomic
-from models.registry.methods import UNTRAINED
+from models.core.progress import Progress
+from models.data import base_spirit
+from models.data.workspace import Workspace
+from models.llm import heads, listwise, merge
+from models.llm import loading as llm_mod
 from models.metrics import ranking as metrics
+from models.profiles import Profile, TrainConfig
+from models.stages.mixing import dense_model, methods
+from models.stages.task import MergePlan, Task, TrainingData
 
 SELECT_K = 5  # the merge's selection metric: NDCG@5 of the candidate-likelihood ranking (ours)
 
@@ -58,68 +55,6 @@ def _encode(tokenizer, examples: list[listwise.ListExample]) -> tuple[list[list[
     return [p[0] for p in pairs], np.array([p[1] for p in pairs], dtype=np.int64)
 
 
-def train_adapter(ws: Workspace, cfg: ProjectConfig, domains: list[str], kind: str, prof: Profile,
-                  log: Callable[[str], None] = print) -> dict:
-    """Train the listwise base spirit (kind `base_spirit`: every general domain's validation sample of
-    each user, as published, validated on their test rows) or a domain's ingredient (`ingredient`:
-    train rows, a few-shot budget on a cold-start domain; validated on valid rows); returns metadata."""
-    from models.core.plots import plot_curve
-
-    llm = load_base(ws, prof)
-    lw = prof.listwise
-    out = ws.adapter_dir(f"listwise_{kind}") if kind == "base_spirit" else \
-        ws.adapter_dir(f"listwise_{kind}", domains[0])
-    train_e, valid_e, used, dropped = [], [], {}, {}
-    for d in domains:
-        dom, titles = cfg.domains[d], ws.titles(d)
-        if kind == "base_spirit":
-            split, dropped[d] = base_spirit.training_split(ws, cfg, d)
-            part, vpart, limit = "valid", "test", lw.base_spirit_rows
-        else:
-            split, part, vpart = ws.read_split(d), "train", "valid"
-            limit = lw.few_shot_rows if dom.role == "cold_start" else lw.train_rows
-        rows = _examples(split, titles, part, dom, cfg, prof, llm.tokenizer, limit)
-        train_e += rows
-        valid_e += _examples(split, titles, vpart, dom, cfg, prof, llm.tokenizer, lw.valid_rows)
-        part_rows = split.filter(pl.col("split") == part)
-        used[d] = part_rows[[e.row for e in rows]]
-    c = prof.listwise_train(kind)
-    log(f"listwise {kind}: {len(train_e)} training lists from {', '.join(domains)}; validating on {len(valid_e)}")
-    ids, starts = _encode(llm.tokenizer, train_e)
-    vids, vstarts = _encode(llm.tokenizer, valid_e)
-    result = lora_train.train(llm, ids, starts, vids, vstarts, out, c, log=log, objective=heads.ANSWER)
-    curve = plot_curve([h["valid_loss"] for h in result.history], f"evaluation (every {c.eval_every} steps)",
-                       "validation loss (answer tokens)",
-                       f"{out.name}: best {result.best_valid:.4f} at step {result.best_step}", out / "valid_loss.png")
-    record = {"domains": domains, "kind": kind, "model": llm.identity, "config": c.model_dump(mode="json"),
-              "result": result.__dict__, "rows_dropped_as_target_users": dropped}
-    md = {}
-    if kind == "base_spirit":
-        base_spirit.save_training_rows(out, cfg, used)
-        record["overlap"] = base_spirit.overlaps(ws, cfg, "listwise_base_spirit")
-        md = base_spirit.overlap_metadata(record["overlap"], log)
-    (out / "training.json").write_text(json.dumps(record, indent=2, default=str))
-    adapter = out / "adapter"
-    cards.write_adapter_card(
-        adapter, title=f"listwise {kind.replace('_', ' ')} LoRA ({', '.join(domains)})",
-        what=("RecCocktail's base spirit as published: one LoRA on the listwise prompts of the general domains."
-              if kind == "base_spirit" else "RecCocktail's ingredient as published: a LoRA on the domain's listwise "
-              "prompts (next-item selection among 30 candidates)."),
-        identity=cards.identity_of(llm), domains=list(domains), cfg=cfg,
-        rows={"train lists": len(train_e), "valid lists": len(valid_e)}, settings=c.model_dump(mode="json"),
-        validation={"best validation loss (answer tokens)": round(result.best_valid, 4), "at step": result.best_step,
-                    "steps run": result.steps, "untrained LLM's validation loss": result.untrained_valid})
-    return {**md, "domains": ", ".join(domains), "train_lists": len(train_e), "valid_lists": len(valid_e),
-            "rows_dropped_as_target_users": dropped, "model": str(llm.path),
-            "steps": result.steps, "steps_run": result.steps_run, "resumed_from_step": result.resumed_from,
-            "reused_finished_adapter": result.reused, "stopped": result.stopped,
-            "best_valid_loss": round(result.best_valid, 4), "best_step": result.best_step,
-            "untrained_valid_loss": None if result.untrained_valid is None else round(result.untrained_valid, 4),
-            "tokens_per_s": round(result.tokens_per_s, 1), "loss_history": result.history,
-            "train_settings": c.model_dump(mode="json"), "valid_loss_plot": curve, "adapter": adapter,
-            "adapter_sha256": fingerprint.folder_digest(adapter)}
-
-
 def _ranks_by_likelihood(llm: llm_mod.LoadedLLM, examples: list[listwise.ListExample]) -> list[np.ndarray]:
     return [listwise.rank_candidates(llm, e.prompt, e.candidates) for e in examples]
 
@@ -127,91 +62,134 @@ def _ranks_by_likelihood(llm: llm_mod.LoadedLLM, examples: list[listwise.ListExa
 def select_ndcg(llm: llm_mod.LoadedLLM, examples: list[listwise.ListExample]) -> float:
     """Mean NDCG@5 of the candidate-likelihood ranking: the merge's selection metric (validation labels),
     with the report's tie policy."""
-
     scores = _ranks_by_likelihood(llm, examples)
     ranks = [metrics.target_ranks(s[[e.target]], np.delete(s, e.target)[None, :]) for s, e in zip(scores, examples)]
     return metrics.ndcg_at_k(metrics.Ranks(np.concatenate([r.above for r in ranks]),
                                            np.concatenate([r.tied for r in ranks])), SELECT_K)
 
 
-def listwise_plan(ws: Workspace, cfg: ProjectConfig, domain: str, prof: Profile,
-                  loaded: llm_mod.LoadedLLM) -> MergePlan:
-    """As published: the Shannon entropy at the first tokens of each generated answer item on
-    unlabelled validation prompts; selected by NDCG@5 on other validation rows (ours: not test)."""
-    s = prof.merge
-    dom = cfg.domains[domain]
-    valid = _examples(ws.read_split(domain), ws.titles(domain), "valid", dom, cfg, prof, loaded.tokenizer,
-                      s.learn_rows + s.select_rows, s.seed)
-    order = np.random.default_rng(s.seed).permutation(len(valid))
-    n_select = min(s.select_rows, len(valid) // 2)
-    select = [valid[i] for i in sorted(order[:n_select])]
-    learn = [loaded.tokenizer(valid[i].prompt, add_special_tokens=False)["input_ids"] for i in sorted(order[n_select:])]
+class Listwise(Task):
+    name = "listwise"
+    objective = heads.ANSWER
+    unit = "lists"
+    history_key = "loss_history"
+    metric_label = "validation loss (answer tokens)"
+    title_prefix = "listwise "
+    without_general = "fail"
+    adapter_what = {
+        "base_spirit": "RecCocktail's base spirit as published: one LoRA on the listwise prompts of the general "
+                       "domains.",
+        "ingredient": "RecCocktail's ingredient as published: a LoRA on the domain's listwise prompts (next-item "
+                      "selection among 30 candidates)."}
+    cocktail_what = ("RecCocktail as published: the listwise base spirit and the domain's listwise ingredient merged "
+                     "per module by weights learned with the entropy of generated answers.")
 
-    def objective(model: torch.nn.Module, batch: list[list[int]]) -> torch.Tensor:
-        total, count = None, 0
-        for ids in batch:  # prompts are generated until the buffer holds entropy_buffer positions
-            mean, n = listwise.entropy_objective(model, loaded.tokenizer, [ids], s.max_new_tokens, s.entropy_tokens,
-                                                 loaded.device)
-            if n:
-                total = mean * n if total is None else total + mean * n
-                count += n
-            if count >= s.entropy_buffer:
-                break
-        if total is None:
-            raise merge.MergeError("no generated answer item to take an entropy from: raise max_new_tokens")
-        return total / count
+    def profile(self, prof: Profile) -> Profile:
+        return prof.for_listwise()
 
-    data = {"learn": fingerprint.data_digest(learn),
-            "select": fingerprint.data_digest([e.prompt for e in select], [e.target for e in select])}
-    from models.stages import reccocktail
+    def why_not(self, dom: DomainConfig) -> str | None:
+        if not dom.listwise or dom.role == "general":
+            return (f"domain {dom.name!r} (role {dom.role}, task {dom.task}) gets no listwise cocktail: the listwise "
+                    "assets run on target and cold_start domains with `task: listwise` or `both`")
+        return None
 
-    return MergePlan(learn, lambda m: select_ndcg(m or loaded, select), objective, data, len(select),
-                     f"NDCG@{SELECT_K} (candidate likelihood)", "mean Shannon entropy (first tokens of each item)",
-                     code=(listwise, reccocktail))
+    def train_config(self, prof: Profile, role: str) -> TrainConfig:
+        return prof.listwise_train(role)
+
+    def training_data(self, ws: Workspace, cfg: ProjectConfig, domains: list[str], role: str, prof: Profile,
+                      llm: llm_mod.LoadedLLM) -> TrainingData:
+        """The base spirit: every general domain's validation sample of each user (as published),
+        validated on their test rows; an ingredient: train rows (a few-shot budget on a cold-start
+        domain), validated on valid rows."""
+        lw = prof.listwise
+        train_e, valid_e, used, dropped = [], [], {}, {}
+        for d in domains:
+            dom, titles = cfg.domains[d], ws.titles(d)
+            if role == "base_spirit":
+                split, dropped[d] = base_spirit.training_split(ws, cfg, d)
+                part, vpart, limit = "valid", "test", lw.base_spirit_rows
+            else:
+                split, part, vpart = ws.read_split(d), "train", "valid"
+                limit = lw.few_shot_rows if dom.role == "cold_start" else lw.train_rows
+            rows = _examples(split, titles, part, dom, cfg, prof, llm.tokenizer, limit)
+            train_e += rows
+            valid_e += _examples(split, titles, vpart, dom, cfg, prof, llm.tokenizer, lw.valid_rows)
+            used[d] = split.filter(pl.col("split") == part)[[e.row for e in rows]]
+        ids, starts = _encode(llm.tokenizer, train_e)
+        vids, vstarts = _encode(llm.tokenizer, valid_e)
+        return TrainingData(ids, starts, vids, vstarts, used, dropped)
+
+    def merge_plan(self, ws: Workspace, cfg: ProjectConfig, domain: str, prof: Profile,
+                   loaded: llm_mod.LoadedLLM) -> MergePlan:
+        """As published: the Shannon entropy at the first tokens of each generated answer item on
+        unlabelled validation prompts; selected by NDCG@5 on other validation rows (ours: not test)."""
+        s = prof.merge
+        dom = cfg.domains[domain]
+        valid = _examples(ws.read_split(domain), ws.titles(domain), "valid", dom, cfg, prof, loaded.tokenizer,
+                          s.learn_rows + s.select_rows, s.seed)
+        order = np.random.default_rng(s.seed).permutation(len(valid))
+        n_select = min(s.select_rows, len(valid) // 2)
+        select = [valid[i] for i in sorted(order[:n_select])]
+        learn = [loaded.tokenizer(valid[i].prompt, add_special_tokens=False)["input_ids"]
+                 for i in sorted(order[n_select:])]
+
+        def objective(model: torch.nn.Module, batch: list[list[int]]) -> torch.Tensor:
+            total, count = None, 0
+            for ids in batch:  # prompts are generated until the buffer holds entropy_buffer positions
+                mean, n = listwise.entropy_objective(model, loaded.tokenizer, [ids], s.max_new_tokens,
+                                                     s.entropy_tokens, loaded.device)
+                if n:
+                    total = mean * n if total is None else total + mean * n
+                    count += n
+                if count >= s.entropy_buffer:
+                    break
+            if total is None:
+                raise merge.MergeError("no generated answer item to take an entropy from: raise max_new_tokens")
+            return total / count
+
+        data = {"learn": fingerprint.data_digest(learn),
+                "select": fingerprint.data_digest([e.prompt for e in select], [e.target for e in select])}
+        # this module's code decides the plan too: part of the cocktail's fingerprint
+        return MergePlan(learn, lambda m: select_ndcg(m or loaded, select), objective, data, len(select),
+                         f"NDCG@{SELECT_K} (candidate likelihood)", "mean Shannon entropy (first tokens of each item)",
+                         code=(listwise, sys.modules[__name__]))
+
+    def score(self, ws: Workspace, cfg: ProjectConfig, domain: str, prof: Profile, base: llm_mod.LoadedLLM,
+              log: Callable[[str], None] = print) -> dict:
+        """Every method on the evaluation sample's test lists (the profile's `listwise.test_users`, each
+        user's lists from `ranking_candidates`, the ones the CF models rank too): greedy generation (as
+        published) and the candidate-likelihood ranking (ours), both from one encoding of each prompt
+        (`generate_and_rank`), into scores/listwise.parquet. The file holds each list's candidates in
+        prompt order and what each method did with them; which one is the target is left to the report
+        (the only reader of test labels)."""
+        dom = cfg.domains[domain]
+        split = ws.read_split(domain)
+        # the evaluation sample's users and the domain's one set of candidate lists (`ranking_candidates`)
+        test = _examples(split, ws.titles(domain), "test", dom, cfg, prof, base.tokenizer, prof.listwise.test_users,
+                         by_user=True, candidate_lists=ws.candidates(domain))
+        todo = methods(ws, domain, self.name)
+        rows, md = [], {}
+        progress = Progress(f"{domain}: {len(test)} listwise test lists", len(todo), log, unit="methods", every_s=0)
+        for k, (method, how) in enumerate(todo.items(), 1):
+            model = base if how is None else dense_model(ws, domain, prof, how, self.name)
+            t0 = time.perf_counter()
+            texts, scores, lik_s = listwise.generate_and_rank(model, [e.prompt for e in test],
+                                                              [e.candidates for e in test], prof.merge.max_new_tokens)
+            md[f"{method}/likelihood_s"] = round(lik_s, 1)
+            md[f"{method}/generate_s"] = round(time.perf_counter() - t0 - lik_s, 1)
+            for e, sc, text in zip(test, scores, texts):
+                named, invalid = listwise.parse_generation(text, e.candidates)
+                rows.append({"method": method, "row": e.row, "candidate_ids": e.candidate_ids,
+                             "candidate_scores": [float(x) for x in sc], "generated": named,
+                             "invalid_items": invalid, "text": text})
+            progress.update(k, method)
+        df = pl.DataFrame(rows, schema={"method": pl.Utf8, "row": pl.Int64, "candidate_ids": pl.List(pl.Utf8),
+                                        "candidate_scores": pl.List(pl.Float64), "generated": pl.List(pl.Int64),
+                                        "invalid_items": pl.Int64, "text": pl.Utf8})
+        path = ws.scores_path(domain, self.kind.scores_family)
+        digest = write_parquet_atomic(df.with_columns(pl.lit(ws.split_sha256(domain)).alias("split_sha256")), path)
+        return {**md, "test_lists_scored": len(test), "test_users_scored": len({e.user_id for e in test}),
+                "methods": list(todo), "scores_path": path, "scores_sha256": digest}
 
 
-def methods(ws: Workspace, domain: str) -> dict:
-    """Scored method -> how to get its dense model (listwise adapters)."""
-    fixed = fixed_weights(ws, domain, "listwise")
-    out: dict = {UNTRAINED: None}
-    for m in merge_registry.MERGE_METHODS.values():
-        out[m.score_name] = fixed[m.name] if m.weights is not None else cocktail_dir(ws, domain, "listwise") / "model"
-    return out
-
-
-def score_methods(ws: Workspace, cfg: ProjectConfig, domain: str, prof: Profile, base: llm_mod.LoadedLLM,
-                  log: Callable[[str], None] = print) -> dict:
-    """Every method on the evaluation sample's test lists (the profile's `listwise.test_users`, each
-    user's lists from `ranking_candidates`, the ones the CF models rank too): greedy generation (as published) and the
-    candidate-likelihood ranking (ours), both from one encoding of each prompt (`generate_and_rank`),
-    into scores/listwise.parquet. The file holds each list's candidates in prompt order and what
-    each method did with them; which one is the target is left to the report (the only reader of
-    test labels)."""
-    dom = cfg.domains[domain]
-    split = ws.read_split(domain)
-    # the evaluation sample's users and the domain's one set of candidate lists (`ranking_candidates`)
-    test = _examples(split, ws.titles(domain), "test", dom, cfg, prof, base.tokenizer, prof.listwise.test_users,
-                     by_user=True, candidate_lists=ws.candidates(domain))
-    todo = methods(ws, domain)
-    rows, md = [], {}
-    progress = Progress(f"{domain}: {len(test)} listwise test lists", len(todo), log, unit="methods", every_s=0)
-    for k, (method, how) in enumerate(todo.items(), 1):
-        model = base if how is None else dense_model(ws, domain, prof, how, "listwise")
-        t0 = time.perf_counter()
-        texts, scores, lik_s = listwise.generate_and_rank(model, [e.prompt for e in test], [e.candidates for e in test],
-                                                          prof.merge.max_new_tokens)
-        md[f"{method}/likelihood_s"] = round(lik_s, 1)
-        md[f"{method}/generate_s"] = round(time.perf_counter() - t0 - lik_s, 1)
-        for e, sc, text in zip(test, scores, texts):
-            named, invalid = listwise.parse_generation(text, e.candidates)
-            rows.append({"method": method, "row": e.row, "candidate_ids": e.candidate_ids,
-                         "candidate_scores": [float(x) for x in sc], "generated": named, "invalid_items": invalid,
-                         "text": text})
-        progress.update(k, method)
-    df = pl.DataFrame(rows, schema={"method": pl.Utf8, "row": pl.Int64, "candidate_ids": pl.List(pl.Utf8),
-                                    "candidate_scores": pl.List(pl.Float64), "generated": pl.List(pl.Int64),
-                                    "invalid_items": pl.Int64, "text": pl.Utf8})
-    path = ws.scores_path(domain, "listwise")
-    digest = write_parquet_atomic(df.with_columns(pl.lit(ws.split_sha256(domain)).alias("split_sha256")), path)
-    return {**md, "test_lists_scored": len(test), "test_users_scored": len({e.user_id for e in test}),
-            "methods": list(todo), "scores_path": path, "scores_sha256": digest}
+LISTWISE = Listwise()

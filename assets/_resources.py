@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
+from assets._processes import record_process
 from models.data import warehouse
 from models.config import ProjectConfig, Settings, load_config
 
@@ -39,9 +40,7 @@ class ProjectResource(dg.ConfigurableResource):
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # tag the run with the processes running it, so a run killed with `kill -9` can be told
         # from a live one and its pool slots freed (orchestration/recovery.py)
-        from orchestration import recovery
-
-        recovery.record_process(context)
+        record_process(context)
 
     @cached_property
     def config(self) -> ProjectConfig:
