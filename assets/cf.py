@@ -9,13 +9,14 @@ from models.data import candidates
 from models.registry import cf as cf_registry
 from models.stages import cf as cf_stage
 from models.cf import model as cf
+from models.cf import neural, next_item, pairwise, sequential
 from models.config import ProjectConfig
 from models.data.workspace import Workspace
 from models.core.files import write_parquet_atomic
 from assets._partitions import domain_partitions
 from assets._resources import ProjectResource
 
-CODE_VERSION = meta.code_version(cf, candidates)
+CODE_VERSION = meta.code_version(cf, neural, next_item, pairwise, sequential, cf_stage, candidates)
 
 
 @meta.classify_failures
@@ -33,8 +34,9 @@ def ranking_candidates(context: dg.AssetExecutionContext, project: ProjectResour
 
 @meta.classify_failures
 def cf_embeddings(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
-    md = cf_stage.fit_domain(Workspace(project.root), context.partition_key,
-                       project.config.cf_for(context.partition_key), log=context.log.info)
+    d, pcfg = context.partition_key, project.config
+    md = cf_stage.fit_domain(Workspace(project.root), d, pcfg.cf_for(d), log=context.log.info,
+                             next_item=pcfg.evaluation if pcfg.domains[d].split.protocol == "leave_one_out" else None)
     return dg.MaterializeResult(metadata=meta.metadata_values(md), data_version=dg.DataVersion(md["scores_sha256"][:16]))
 
 
@@ -50,6 +52,8 @@ def build_cf_assets(cfg: ProjectConfig) -> list:
         pool="cpu_heavy", **common,
         description=f"The registered CF models ({', '.join(cf_registry.CF_MODELS)}), trained on train and tuned on valid. "
                     "Vectors with id maps in `domains/<d>/cf/<model>.npz`; test-row and candidate scores in "
-                    "`domains/<d>/scores/cf.parquet`.",
+                    "`domains/<d>/scores/cf.parquet`; on a leave-one-out domain also the next-item models and every "
+                    "model's standing by full ranking and among 100 sampled negatives, with its top-10 list, in "
+                    "`domains/<d>/scores/next_item.parquet`.",
     )(cf_embeddings)
     return [cands, embeddings]

@@ -14,6 +14,7 @@ from models.data import base_spirit
 from models.core.files import file_sha256
 from models.core import fingerprint
 from models.reporting import listwise as listwise_report
+from models.reporting import next_item as next_item_report
 from models.reporting import report
 from models.reporting import sanity
 from models.config import PROJECT_ROOT, ProjectConfig
@@ -23,7 +24,7 @@ from models.profiles import get_profile
 from models.registry.tasks import TASKS
 from assets._resources import ProjectResource
 
-CODE_VERSION = meta.code_version(report)
+CODE_VERSION = meta.code_version(report, next_item_report)
 CHECKS = ("report_complete", "metric_floors", "no_regression")  # gates (ERROR); the sanity guards WARN
 
 
@@ -161,6 +162,8 @@ def evaluation_report(context: dg.AssetExecutionContext, project: ProjectResourc
               for t in list_tasks()}
     lists = {name: ls for name, (ls, _) in loaded.items() if ls}
     lw_lineage = [entry for _, entry in loaded.values() if entry]
+    standings, ni_lineage = next_item_report.load(ws, domain, test.height, ev, log=context.log.warning)
+    lw_lineage += [ni_lineage] if ni_lineage else []
     extra = {"base_spirit_overlap": {k: v for k, v in overlaps.items() if v is not None}}
     rows_files = [{"asset": base_spirit_assets()[kind], "path": str(p), "sha256": file_sha256(p),
                    "unpartitioned": True}
@@ -175,7 +178,8 @@ def evaluation_report(context: dg.AssetExecutionContext, project: ProjectResourc
                                   sections=sections, extra=extra, lists=lists,
                                   next_item=any(dom.has_task(t.name) for t in list_tasks()),
                                   list_labels=listwise_report.LABELS,
-                                  published={"listwise": listwise_report.published_markdown(dom.reference, backbone)})
+                                  published={"listwise": listwise_report.published_markdown(dom.reference, backbone)},
+                                  standings=standings)
     payload = written.payload
     checks = gate_results(payload, (ev.get("floors") or {}).get(domain, {}), _previous_report(context, domain),
                           float(ev["regression_tolerance"])) + sanity_results(payload["sanity"])

@@ -9,10 +9,16 @@ What it compares:
   epochs (the per-epoch cost is what differs, convergence behaviour is the same), and the
   validation AUC each reaches is printed so the two can be seen to learn alike.
 
-How to read: the last line is `cf_mf_speedup_vs_original: <N>x` (original seconds per epoch /
-ours). Timings are wall-clock on a shared machine: compare the ratio, not the absolute numbers.
+- SASRec on ML-1M `ml1m_loo` (leave-one-out): seconds per epoch of the standard form (`sasrec_next`:
+  one causal sequence per user, the next item at every position) against CoLLM's per-row form
+  (`sasrec`: one sequence per labelled train row), the per-row epoch timed on a share of its batches
+  and scaled to the whole epoch (a full one takes over 10 minutes on 2 cores).
 
-    python benchmarks/cf.py [--epochs 40]
+How to read: `cf_mf_speedup_vs_original: <N>x` (original seconds per epoch / ours) and
+`sasrec_epoch_speedup_vs_per_row: <N>x` (per-row seconds per epoch / standard). Timings are
+wall-clock on a shared machine: compare the ratios, not the absolute numbers.
+
+    python benchmarks/cf.py [--epochs 40] [--only sasrec]
 """
 
 from __future__ import annotations
@@ -27,12 +33,14 @@ from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import roc_auc_score
 from torch.utils.data import DataLoader
 
-from _common import movies_split
+from _common import domain_split, movies_split
 from models.cf import interactions as cf_data
 from models.cf import neural as cf_neural
+from models.cf import sequential
 from models.cf import train as cf_train
 from models.metrics import ranking as metrics
 from models.config import load_config
+from models.registry.cf import SASRecNextParams, SASRecParams
 
 
 def original_uauc(user, predict, label) -> float:
@@ -113,10 +121,55 @@ def original_mf_loop(data: cf_data.Interactions, c: cf_neural.MFConfig, epochs: 
     return time.perf_counter() - t0, float(best)
 
 
+def sasrec_epochs(per_row_batches: int = 20) -> None:
+    """Seconds per epoch of the standard SASRec and of CoLLM's per-row SASRec on `ml1m_loo`."""
+    split, _ = domain_split("ml1m_loo")
+    data = cf_data.Interactions.from_split(split)
+    print(f"ML-1M ml1m_loo: {data.n_users} users, {data.n_items} items, {len(data.parts['train']['user'])} train rows")
+    p = SASRecNextParams(max_epochs=2, eval_every=2, patience=1)
+    t0 = time.perf_counter()
+    model = sequential.fit_sasrec_next(data, p, 2023)
+    standard_s = model.info["fit_s"] / model.info["epochs_run"]
+    print(f"sasrec_next (standard): {model.info['sequences']} sequences an epoch, {standard_s:.1f} s/epoch "
+          f"({model.info['epochs_run']} epochs and one validation check in {time.perf_counter() - t0:.1f} s)")
+    # CoLLM's per-row form: its training step on `per_row_batches` batches of the config's size, scaled
+    c = SASRecParams()
+    t = data.parts["train"]
+    maxlen = max(1, round(t["user"].size / max(1, np.unique(t["user"]).size)))
+    _, ki = data.in_train()
+    filtered = cf_data.Interactions(data.user_ids, data.item_ids, data.parts, data.context_keys,
+                                    [seq[ki[seq]] for seq in data.context_items])
+    seqs = torch.from_numpy(filtered.padded_contexts(maxlen))
+    gen = torch.Generator().manual_seed(2023)
+    per_row = cf_neural.SASRec(data.n_items, c, maxlen, gen)
+    opt = torch.optim.Adam(per_row.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+    tr = {k: torch.from_numpy(v) for k, v in t.items()}
+    perm = torch.randperm(tr["user"].numel(), generator=gen)
+    per_row.train()
+    t0 = time.perf_counter()
+    for b in range(per_row_batches):
+        idx = perm[b * c.batch_size:(b + 1) * c.batch_size]
+        logits = (per_row.encode_rows(seqs, tr["ctx"][idx]) * per_row.item(tr["item"][idx] + 1)).sum(-1)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, tr["label"][idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    batches = -(-tr["user"].numel() // c.batch_size)
+    per_row_s = (time.perf_counter() - t0) / per_row_batches * batches
+    print(f"sasrec (CoLLM per-row): {tr['user'].numel()} rows an epoch in {batches} batches of {c.batch_size}, "
+          f"maxlen {maxlen}: {per_row_s:.1f} s/epoch (timed on {per_row_batches} batches)")
+    print(f"sasrec_epoch_speedup_vs_per_row: {per_row_s / standard_s:.1f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=40, help="epochs for the MF loop comparison")
+    parser.add_argument("--only", choices=["mf", "sasrec"], help="run one of the two comparisons")
     args = parser.parse_args()
+    if args.only != "mf":
+        sasrec_epochs()
+    if args.only == "sasrec":
+        return
     cfg = load_config()
     c = cfg.cf
     split, _ = movies_split()

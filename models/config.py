@@ -361,6 +361,16 @@ class Evaluation(_FileModel):
     noninferiority_margin: float = Field(0.02, ge=0, description=(
         "a \"≥\" (no worse) claim is tested against minus this margin, in the metric's units: reproduced when the "
         "difference lies significantly above -margin"))
+    next_item_negatives: int = Field(100, ge=1, description=(
+        "on a leave-one-out domain, each validation and test item is also ranked among this many items drawn "
+        "uniformly from those its user never interacted with (the SASRec paper's protocol: 100)"))
+    full_ranking_k: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)] = Field(
+        [10, 20], description="the k of HR@k and NDCG@k by full ranking (every item the user has not interacted with)")
+    top_k: int = Field(10, ge=1, description="length of each user's full-ranking list the beyond-accuracy metrics "
+                                             "read (coverage, Gini, average popularity, tail share)")
+    tail_ratio: float = Field(0.2, gt=0, lt=1, description=(
+        "the long tail: this share of the items with train interactions, those with the fewest (RecBole's "
+        "`tail_ratio`), plus the items never in train"))
     seed: int = Field(2023, description="seed of the candidate sampling and the bootstrap")
     regression_tolerance: float = Field(0.01, ge=0, description="the regression gate fails when a metric drops "
                                                                 "by more than this")

@@ -275,7 +275,10 @@ def test_the_shipped_config_loads_with_todays_values():
     assert cfg.evaluation == {"ranking_negatives": 29, "ranking_k": [1, 3, 5], "bootstrap_samples": 1000, "seed": 2023,
                               "test_resamples": 10000, "noninferiority_margin": 0.02,
                               "regression_tolerance": 0.01, "min_subset_rows": 20,
+                              "next_item_negatives": 100, "full_ranking_k": [10, 20], "top_k": 10, "tail_ratio": 0.2,
                               "floors": {"movies": {"mf": {"auc": 0.64, "uauc": 0.62}}}}
+    # the next-item models: the papers' settings but the demo's epoch budgets
+    assert cfg.cf["sasrec_next"]["maxlen"] == 200 and cfg.cf["sasrec_next"]["max_epochs"] < 200
     assert set(cfg.settings) == {"quarantine_max_share", "warm_threshold", "history_length", "cf", "evaluation",
                                  "base_spirit_excludes_target_users", "listwise_history_length"}
 

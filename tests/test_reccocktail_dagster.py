@@ -69,7 +69,8 @@ def test_listwise_reccocktail_end_to_end(tmp_path):
         frame = payload["frames"]["listwise"]
         llm = ["llm_untrained", "base_spirit", "ingredient_tallrec", "equal_weights", "task_arithmetic", "ties",
                "dare", "reccocktail"]
-        assert frame["methods"] == ["popularity", "als", "bpr", "mf", "lightgcn", "sasrec"] + llm
+        cf = ["popularity", "als", "bpr", "mf", "lightgcn", "sasrec", "sasrec_next", "gru4rec", "mf_bpr", "lightgcn_bpr"]
+        assert frame["methods"] == cf + llm  # the next-item models rank the very lists of the LLM methods
         assert frame["rows"] == 24 == frame["users"]
         counts, table = payload["counts"]["listwise"], payload["metrics"]["listwise"]
         for method in llm:
@@ -78,7 +79,18 @@ def test_listwise_reccocktail_end_to_end(tmp_path):
             assert 0 <= table[method]["all"]["generated_hr@1"]["value"] <= 1
         assert "generated_hr@1" not in table["mf"]["all"] and "hr@1" in table["mf"]["all"]
         # the very lists of ranking_candidates, scored by every method (ids and targets recomputed)
-        assert report_check.check(settings.data_dir, domain)["listwise"] == 6 + 2 * 8
+        assert report_check.check(settings.data_dir, domain)["listwise"] == len(cf) + 2 * 8
+        # the next-item tables: every CF model by full ranking and among 100 negatives, beyond accuracy
+        ni = payload["next_item"]
+        assert ni["methods"] == cf and ni["best_baseline"]["method"] in cf
+        for m in cf:
+            row = ni["metrics"][m]
+            assert row["hr@10"]["n"] == payload["test_rows"] and 0 <= row["mrr"]["value"] <= 1
+            assert row["hr@10"]["value"] <= row["hr@20"]["value"] and 0 < row["coverage"] <= 1
+        best = ni["best_baseline"]["method"]
+        claim = next(c for c in payload["claims"] if c["claim"].startswith("RecCocktail > the best traditional"))
+        assert claim["b"] == best and claim["frame"] == "listwise" and claim["metric"] == "own_hr@1"
+        assert "## Next-item ranking" in (settings.data_dir / "reports" / domain / "report.md").read_text()
         assert payload["base_spirit_overlap"]["listwise_base_spirit"]["rows"] == 0
         assert payload["base_spirit_overlap"]["listwise_base_spirit"]["users"] == 0
         # the listwise table's paired comparisons and the paper's claims read from them

@@ -41,7 +41,10 @@ def write_fixture(tmp_path):
     cfg = {
         "settings": {
             "cf": {"mf": {"dim": 16, "patience": 10, "max_epochs": 200, "batch_size": 256, "lr": 0.01},
-                   "bpr": {"iterations": 20}},
+                   "bpr": {"iterations": 20},
+                   # the next-item models (leave-one-out domains only): a few epochs
+                   **{m: {"max_epochs": 10, "eval_every": 5, "lr": 0.01}
+                      for m in ("sasrec_next", "gru4rec", "mf_bpr", "lightgcn_bpr")}},
             "evaluation": {"bootstrap_samples": 50, "ranking_negatives": 9, "ranking_k": [1, 3],
                            "floors": {"shop": {"popularity": {"auc": 0.0}}}},
         },

@@ -21,7 +21,7 @@ class Interactions:
 
     user_ids: np.ndarray  # index -> original user id (str)
     item_ids: np.ndarray
-    parts: dict[str, dict[str, np.ndarray]]  # split -> {"user", "item", "label", "ctx"} int arrays
+    parts: dict[str, dict[str, np.ndarray]]  # split -> {"user", "item", "label", "ctx", "ts"} arrays
     context_keys: np.ndarray = field(default_factory=lambda: np.empty(0, str))  # ctx -> "user\tts"
     context_items: list[np.ndarray] = field(default_factory=list)  # ctx -> earlier positive item indices
 
@@ -42,6 +42,7 @@ class Interactions:
                 "label": part["label"].to_numpy().astype(np.float32),
                 "ctx": np.fromiter((k_index[context_key(u, t)] for u, t in zip(part["user_id"], part["ts"])),
                                    np.int64, part.height),
+                "ts": part["ts"].to_numpy().astype(np.int64),
             }
         return cls(user_ids, item_ids, parts, np.array(keys, dtype=str), seqs)
 

@@ -35,6 +35,9 @@ class CFModel:
     known_users: np.ndarray
     known_items: np.ndarray
     info: dict = field(default_factory=dict)
+    # a next-item model's user vectors at validation time (the user's train items only; `user_factors`
+    # encode the train and valid items, what a test row sees): None for every other model
+    valid_user_factors: np.ndarray | None = None
 
     @property
     def sequential(self) -> bool:
@@ -53,19 +56,25 @@ class CFModel:
         """Index of each row's user vector (a user, or a context for a sequential model)."""
         return data.parts[split]["ctx" if self.sequential else "user"]
 
-    def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        return np.einsum("ij,ij->i", self.user_factors[users], self.item_factors[items])
+    def users_at(self, split: str) -> np.ndarray:
+        """The user vectors a row of `split` sees (a next-item model's differ at validation time)."""
+        return self.valid_user_factors if split == "valid" and self.valid_user_factors is not None \
+            else self.user_factors
+
+    def score(self, users: np.ndarray, items: np.ndarray, split: str = "test") -> np.ndarray:
+        return np.einsum("ij,ij->i", self.users_at(split)[users], self.item_factors[items])
 
     def score_split(self, data: Interactions, split: str) -> np.ndarray:
-        return self.score(self.row_users(data, split), data.parts[split]["item"])
+        return self.score(self.row_users(data, split), data.parts[split]["item"], split)
 
     def save(self, path: Path) -> Path:
         """npz with the vectors, the id maps and which ids were seen in train."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.npz")
+        extra = {} if self.valid_user_factors is None else {"valid_user_factors": self.valid_user_factors}
         np.savez(tmp, user_ids=self.user_ids, item_ids=self.item_ids, user_factors=self.user_factors,
                  item_factors=self.item_factors, known_users=self.known_users, known_items=self.known_items,
-                 info=np.array(json.dumps(self.info)))
+                 info=np.array(json.dumps(self.info)), **extra)
         tmp.replace(path)
         return path
 
@@ -74,7 +83,8 @@ class CFModel:
         z = np.load(path, allow_pickle=False)
         info = json.loads(str(z["info"]))
         return cls(name or info.get("model", path.stem), z["user_ids"], z["item_ids"], z["user_factors"],
-                   z["item_factors"], z["known_users"], z["known_items"], info)
+                   z["item_factors"], z["known_users"], z["known_items"], info,
+                   z["valid_user_factors"] if "valid_user_factors" in z.files else None)
 
 
 def popularity_counts(data: Interactions) -> np.ndarray:

@@ -76,8 +76,8 @@ def _tables(data: Interactions, n: int, dim: int, std: float, gen: torch.Generat
     return table
 
 
-def _bce_model(name: str, data: Interactions, uf: np.ndarray, itf: np.ndarray, info: dict) -> CFModel:
-    """A user-table model trained by BCE: every user and item of a train row was trained (known);
+def known_model(name: str, data: Interactions, uf: np.ndarray, itf: np.ndarray, info: dict) -> CFModel:
+    """A user-table model (trained by BCE, or BPR on every interaction): every user and item of a train row was trained (known);
     the others hold only the decayed remains of their random start and are zeroed, as for ALS and
     BPR, so a cold user or item scores 0 (no signal) instead of noise."""
     ku, ki = data.in_train()
@@ -99,7 +99,7 @@ def train_mf_bce(data: Interactions, cfg: MFConfig = MFConfig(),
     info = _fit_bce(data, MFParams(**cfg.model_dump(exclude={"seed"})), cfg.seed, "mf", mf,
                     lambda tr, idx: (mf["user"](tr["user"][idx]) * mf["item"](tr["item"][idx])).sum(-1),
                     lambda: (mf["user"].weight[va["user"]] * mf["item"].weight[va["item"]]).sum(-1).numpy(), gen, log)
-    return _bce_model("mf", data, mf["user"].weight.detach().numpy(), mf["item"].weight.detach().numpy(), info)
+    return known_model("mf", data, mf["user"].weight.detach().numpy(), mf["item"].weight.detach().numpy(), info)
 
 
 class _SymmetricSpMM(torch.autograd.Function):
@@ -122,13 +122,13 @@ class LightGCN(torch.nn.Module):
     """He et al. 2020: ego embeddings propagated over the symmetric-normalised user-item graph of
     positive train edges, the mean over layers 0..L as each vector."""
 
-    def __init__(self, data: Interactions, p: LightGCNParams, gen: torch.Generator):
+    def __init__(self, data: Interactions, p: LightGCNParams, gen: torch.Generator, edges: sp.csr_matrix | None = None):
         super().__init__()
         self.n_users = data.n_users
         self.user = _tables(data, data.n_users, p.dim, p.init_std, gen)
         self.item = _tables(data, data.n_items, p.dim, p.init_std, gen)
         self.layers = p.layers
-        r = data.train_positive_matrix()
+        r = data.train_positive_matrix() if edges is None else edges.astype(np.float32)
         adj = sp.bmat([[None, r], [r.T, None]], format="csr").astype(np.float32)
         deg = np.asarray(adj.sum(axis=1)).ravel()
         inv = np.power(deg, -0.5, out=np.zeros_like(deg), where=deg > 0).astype(np.float32)
@@ -168,7 +168,7 @@ def train_lightgcn(data: Interactions, p: LightGCNParams = LightGCNParams(), see
     info = _fit_bce(data, p, seed, "lightgcn", model, logits, valid, gen, log)
     with torch.no_grad():
         u, i = model.propagate()
-    return _bce_model("lightgcn", data, u.numpy(), i.numpy(), info)
+    return known_model("lightgcn", data, u.numpy(), i.numpy(), info)
 
 
 def _dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -214,29 +214,47 @@ class SASRec(torch.nn.Module):
         self.blocks = torch.nn.ModuleList(block() for _ in range(p.blocks))
         self.last_norm = torch.nn.LayerNorm(p.dim, eps=1e-8)
         self.heads, self.attn_dropout = p.heads, p.dropout
+        # CoLLM's and pmixer's attention also attends to the padding; the next-item form masks it, so a
+        # sequence's vector does not depend on how much padding it has (a batch can be cut to its longest)
+        self.mask_padding = False
 
-    def attend(self, b: torch.nn.ModuleDict, q: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def attend(self, b: torch.nn.ModuleDict, q: torch.Tensor, x: torch.Tensor,
+               allowed: torch.Tensor | None = None) -> torch.Tensor:
         """Causal multi-head attention of queries `q` over `x` (nn.MultiheadAttention's maths through
-        scaled_dot_product_attention: 1.7x faster per block on CPU)."""
+        scaled_dot_product_attention: 1.7x faster per block on CPU); `allowed`: a boolean mask that
+        replaces the causal one."""
         n, length, dim = x.shape
         w, bias = b["qkv"].weight, b["qkv"].bias
         heads = lambda t: t.view(n, length, self.heads, dim // self.heads).transpose(1, 2)  # noqa: E731
         qh = heads(torch.nn.functional.linear(q, w[:dim], bias[:dim]))
         kh, vh = (heads(t) for t in torch.nn.functional.linear(x, w[dim:], bias[dim:]).chunk(2, -1))
         h = torch.nn.functional.scaled_dot_product_attention(
-            qh, kh, vh, is_causal=True, dropout_p=self.attn_dropout if self.training else 0.0)
+            qh, kh, vh, attn_mask=allowed, is_causal=allowed is None,
+            dropout_p=self.attn_dropout if self.training else 0.0)
         return b["out"](h.transpose(1, 2).reshape(n, length, dim))
 
     def encode(self, seqs: torch.Tensor) -> torch.Tensor:
+        """The last position's output: each sequence's vector."""
+        return self.encode_all(seqs)[:, -1]
+
+    def encode_all(self, seqs: torch.Tensor) -> torch.Tensor:
+        """The output at every position (position t sees positions <= t only: the causal mask)."""
         keep = (seqs > 0).unsqueeze(-1)
-        x = self.item(seqs) * self.item.embedding_dim ** 0.5 + self.pos.weight[:seqs.shape[1]]
+        allowed = None
+        if self.mask_padding:  # causal, no padded key (a position always sees itself: no empty row)
+            length = seqs.shape[1]
+            causal = torch.ones(length, length, dtype=torch.bool).tril()
+            allowed = (causal & (keep.squeeze(-1)[:, None, :] | torch.eye(length, dtype=torch.bool))).unsqueeze(1)
+        # positions counted from the right end (the most recent item is always the last position), so a
+        # batch cut to its longest sequence sees the positions of the full width
+        x = self.item(seqs) * self.item.embedding_dim ** 0.5 + self.pos.weight[self.pos.num_embeddings - seqs.shape[1]:]
         x = self.drop(x) * keep
         for b in self.blocks:
             q = b["attn_norm"](x)
-            h = self.attend(b, q, x)
+            h = self.attend(b, q, x, allowed)
             x = b["ffn_norm"](q + h)
             x = (x + b["ffn"](x)) * keep
-        return self.last_norm(x)[:, -1]
+        return self.last_norm(x)
 
     def encode_rows(self, seqs: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
         """The vectors of rows whose contexts are `ctx` (indices into `seqs`): each distinct context

@@ -149,6 +149,15 @@ def ranking_values(ranks: Ranks, metric: str, k: int) -> np.ndarray:
     return total / (tied + 1.0)
 
 
+def reciprocal_ranks(ranks: Ranks) -> np.ndarray:
+    """Each list's expected reciprocal rank 1 / (rank + 1) under random tie-breaking (the mean over
+    the `tied + 1` places): MRR is their mean."""
+    above, tied = np.asarray(ranks.above, dtype=np.int64), np.asarray(ranks.tied, dtype=np.int64)
+    # sum_{r = above + 1}^{above + tied + 1} 1 / r, through the harmonic numbers
+    harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, int((above + tied).max(initial=0)) + 2))])
+    return (harmonic[above + tied + 1] - harmonic[above]) / (tied + 1.0)
+
+
 def chance_level(n_candidates: int, metric: str, k: int) -> float:
     """HR@k or NDCG@k of a random ranking of `n_candidates` (a constant scorer under random tie-breaking)."""
     return float(ranking_values(Ranks(np.array([0]), np.array([n_candidates - 1])), metric, k)[0])
@@ -202,7 +211,7 @@ def ranking_estimate(ranks: Ranks, metric: str, k: int, samples: int = 1000, see
                      users: np.ndarray | None = None) -> Estimate:
     """HR@k or NDCG@k over ranked lists, with users resampled (each with all its lists; `users`
     None: one list per user, as under leave-one-out)."""
-    values = ranking_values(ranks, metric, k)
+    values = reciprocal_ranks(ranks) if metric == "mrr" else ranking_values(ranks, metric, k)
     owners = np.arange(values.size) if users is None else np.asarray(users)
     lo, hi = stats.mean_bootstrap(values, owners, samples, seed)
     return Estimate(float(values.mean()) if values.size else float("nan"), lo, hi, int(values.size))

@@ -38,7 +38,7 @@ LABELS = {"auc": "AUC", "uauc": "UAUC", "user_ndcg": "NDCG"}
 
 
 def label(metric: str) -> str:
-    return LABELS.get(metric) or metric.replace("generated_", "gen ").upper()
+    return LABELS.get(metric) or metric.replace("generated_", "gen ").replace("own_", "own ").upper()
 
 
 def collm_source(method: str) -> str | None:
@@ -235,14 +235,16 @@ def _claims() -> list[Claim]:
 CLAIMS = _claims()
 
 
-def claims(records: list[dict], frames: dict[str, Frame], margin: float, alpha: float = ALPHA) -> list[dict]:
+def claims(records: list[dict], frames: dict[str, Frame], margin: float, alpha: float = ALPHA,
+           extra: list[Claim] = ()) -> list[dict]:
     """Every claim whose two methods share its frame, tested against its relation's null value,
     Holm-adjusted over the report's testable claims, with its verdict and its minimum detectable
     effect. A pointwise claim is read in the first frame of rows that has both methods (the
-    evaluation sample, where the LLM methods are); a listwise one on RecCocktail's lists."""
+    evaluation sample, where the LLM methods are); a listwise one on RecCocktail's lists. `extra`:
+    claims whose methods the report picks (RecCocktail against the best baseline on validation)."""
     index = {(r["frame"], r["a"], r["b"], r["subset"], r["metric"]): r for r in records}
     out = []
-    for cl in CLAIMS:
+    for cl in [*CLAIMS, *extra]:
         candidates = [f for f in frames.values() if f.kind == "rows"] if cl.frame == "rows" else \
             [frames[cl.frame]] if cl.frame in frames else []
         frame = next((f for f in candidates if cl.a in f.methods and cl.b in f.methods), None)

@@ -26,6 +26,7 @@ import numpy as np
 import polars as pl
 
 from models.reporting import comparisons as comparisons_mod
+from models.reporting import next_item as next_item_report
 from models.metrics import frames as frames_mod
 from models.metrics import ranking as metrics
 from models.reporting import sanity
@@ -116,6 +117,8 @@ class ListScores:
         None when the method has no generation."""
         name, k = metric.split("@")
         ranks = self.by_score
+        if name.startswith("own_"):  # the method's own answer: its generation if it generates, else its scores
+            name = name.replace("own_", "generated_" if self.generated is not None else "")
         if name.startswith("generated_"):
             if self.generated is None:
                 return None
@@ -939,6 +942,27 @@ def _compare(fr: _Frames, test: pl.DataFrame, methods: list[MethodScores], ev: d
     return comparisons_mod.adjust(records)
 
 
+def _against_best_baseline(fr: _Frames, test: pl.DataFrame, st: next_item_report.Standings | None, ev: dict
+                           ) -> tuple[list[dict], list[comparisons_mod.Claim], tuple[str, float] | None]:
+    """RecCocktail against the best traditional baseline (by validation, `next_item_report.best_baseline`)
+    on the lists both ranked: the comparison record and the claim that reads it."""
+    frame = fr.frames.get("listwise")
+    if st is None or frame is None or "reccocktail" not in frame.methods:
+        return [], [], None
+    best = next_item_report.best_baseline(st, [m for m in frame.methods if m in st.methods])
+    if best is None:
+        return [], [], None
+    records = comparisons_mod.compare_lists(
+        frame, fr.subsets["listwise"], test["user_id"].to_numpy(), fr.lists["listwise"],
+        [("reccocktail", best[0], "RecCocktail against the best traditional baseline (picked on validation)")],
+        ("own_hr@1",), int(ev["test_resamples"]), int(ev["seed"]), int(ev["min_subset_rows"]))
+    claim = comparisons_mod.Claim(
+        f"RecCocktail > the best traditional baseline ({best[0]}, picked on validation) on the same lists (HR@1: "
+        "RecCocktail's generated answer, the baseline's scores)", "reccocktail", best[0], "own_hr@1", "all", ">",
+        "RecCocktail paper v2: beats traditional recommenders", frame="listwise")
+    return records, [claim], best
+
+
 def _sanity(fr: _Frames, methods: list[MethodScores]) -> list[dict]:
     by_name = {m.name: m for m in methods}
     found = []
@@ -964,7 +988,8 @@ def _sanity(fr: _Frames, methods: list[MethodScores]) -> list[dict]:
 def markdown(domain: str, test: pl.DataFrame, fr: _Frames, records: list[dict], claim_rows: list[dict],
              findings: list[dict], settings: dict, lineage: list[dict], reference: str | None, ev: dict,
              one_row_per_user: bool, plots: dict[str, str] | None = None, sections: list[str] | None = None,
-             list_labels: dict[str, str] | None = None, published: dict[str, list[str]] | None = None) -> str:
+             list_labels: dict[str, str] | None = None, published: dict[str, list[str]] | None = None,
+             next_lines: list[str] | None = None) -> str:
     ks = tuple(int(k) for k in ev["ranking_k"])
     margin = float(ev["noninferiority_margin"])
     masks = subset_masks(test)
@@ -1010,6 +1035,7 @@ def markdown(domain: str, test: pl.DataFrame, fr: _Frames, records: list[dict], 
         lines += lists_table(fr.frames[name], fr.subsets[name], fr.result[name], fr.counts[name], fr.chance[name], ks,
                              test, list_labels)
         lines += (published or {}).get(name, [])
+    lines += next_lines or []
     lines += comparisons_mod.markdown(records, fr.frames, int(ev["test_resamples"]))
     lines += sanity.markdown(findings)
     lines += sections or []
@@ -1028,20 +1054,25 @@ def write_report(out: Path, domain: str, test: pl.DataFrame, methods: list[Metho
                  sections: list[str] | None = None, extra: dict | None = None,
                  lists: dict[str, dict[str, ListScores]] | None = None, next_item: bool = False,
                  list_labels: dict[str, str] | None = None,
-                 published: dict[str, list[str]] | None = None) -> WrittenReport:
+                 published: dict[str, list[str]] | None = None,
+                 standings: next_item_report.Standings | None = None) -> WrittenReport:
     """Build the frames, evaluate every method in each, test the papers' claims and the paired
     comparisons, run the sanity guards, plot, and write report.md, metrics.json and
     history/<run_id>.json under `out`. `ev` is the config's evaluation settings; `lists`: task kind ->
     its LLM methods' ranked lists (models/reporting/listwise.py: RecCocktail's), each a frame named after
     the task beside the CF models on the same lists; `published`: task kind -> the papers' numbers for
-    its section; `next_item`: every test row is a
+    its section; `standings`: the CF models' next-item standings (models/reporting/next_item.py: the
+    full-ranking, 100-negative and beyond-accuracy tables); `next_item`: every test row is a
     ranking target (a listwise domain); `sections`: more Markdown (the base spirits' overlap, our
     pointwise cocktail's note), put before the published numbers; `extra` joins metrics.json."""
     import shutil
 
     fr = _build(test, methods, lists, ev, one_row_per_user, next_item)
-    records = _compare(fr, test, methods, ev, one_row_per_user)
-    claim_rows = comparisons_mod.claims(records, fr.frames, float(ev["noninferiority_margin"]))
+    against, extra_claims, best = _against_best_baseline(fr, test, standings, ev)
+    records = comparisons_mod.adjust(_compare(fr, test, methods, ev, one_row_per_user) + against)
+    claim_rows = comparisons_mod.claims(records, fr.frames, float(ev["noninferiority_margin"]), extra=extra_claims)
+    next_result = next_item_report.evaluate(standings, ev) if standings is not None else None
+    next_lines = next_item_report.markdown(standings, next_result, ev, reference, best) if next_result else []
     findings = _sanity(fr, methods)
     by_name = {m.name: m for m in methods}
     plots = {}
@@ -1055,7 +1086,7 @@ def write_report(out: Path, domain: str, test: pl.DataFrame, methods: list[Metho
     if forest is not None:
         plots["paired_auc"] = str(forest)
     text = markdown(domain, test, fr, records, claim_rows, findings, settings, lineage, reference, ev,
-                    one_row_per_user, plots, sections, list_labels, published)
+                    one_row_per_user, plots, sections, list_labels, published, next_lines)
     (out / "report.md").write_text(text)
     users = test["user_id"].to_numpy()
     payload = {
@@ -1068,6 +1099,10 @@ def write_report(out: Path, domain: str, test: pl.DataFrame, methods: list[Metho
         "metrics": fr.result, "chance": fr.chance, "counts": fr.counts,
         "comparisons": comparisons_mod.public(records), "claims": comparisons_mod.public(claim_rows),
         "sanity": findings, "settings": settings, "lineage": lineage, **(extra or {})}
+    if next_result is not None:
+        payload["next_item"] = {"metrics": next_result, "methods": standings.methods,
+                                "best_baseline": None if best is None else {"method": best[0],
+                                                                            "valid_ndcg@10_100neg": best[1]}}
     (out / "metrics.json").write_text(json.dumps(payload, indent=2, default=str))
     history = out / "history" / f"{run_id}.json"
     history.parent.mkdir(parents=True, exist_ok=True)
