@@ -22,6 +22,17 @@ class MFConfig(MFParams):
     seed: int = 2023
 
 
+def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, name: str, epoch: int, lr: float) -> float:
+    """One step on `loss` (a non-finite loss stops training with a one-line error); returns the loss."""
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"{name}: the training loss became {loss.item()} in epoch {epoch}; lower "
+                                 f"settings.cf.{name}.lr (now {lr:g})")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
 def _fit_bce(data: Interactions, cfg: BCEParams, seed: int, name: str, module: torch.nn.Module,
              logits: Callable[[dict, torch.Tensor], torch.Tensor], valid_scores: Callable[[], np.ndarray],
              gen: torch.Generator, log: Callable[[str], None] | None) -> dict:
@@ -45,12 +56,7 @@ def _fit_bce(data: Interactions, cfg: BCEParams, seed: int, name: str, module: t
         for start in range(0, n, cfg.batch_size):
             idx = perm[start:start + cfg.batch_size]
             loss = torch.nn.functional.binary_cross_entropy_with_logits(logits(tr, idx), tr["label"][idx])
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{name}: the training loss became {loss.item()} in epoch {epoch}; lower "
-                                         f"settings.cf.{name}.lr (now {cfg.lr:g}) or init_std")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            optimizer_step(opt, loss, name, epoch, cfg.lr)
         module.eval()
         with torch.no_grad():
             valid_auc = metrics.auc(va_label, valid_scores())

@@ -15,7 +15,7 @@ import torch
 from models.cf import next_item
 from models.cf.interactions import Interactions
 from models.cf.model import CFModel
-from models.cf.neural import LightGCN, _tables, known_model
+from models.cf.neural import LightGCN, _tables, known_model, optimizer_step
 from models.registry.cf import LightGCNParams, LightGCNPairwiseParams, PairwiseParams
 
 
@@ -49,13 +49,7 @@ def train_pairwise(data: Interactions, p: PairwiseParams, seed: int, name: str,
             eu, ei = ego()
             l2 = (rows(u, eu).pow(2).sum() + rows(i, ei).pow(2).sum() + rows(j, ei).pow(2).sum()) / (2 * idx.numel())
             loss = -torch.nn.functional.logsigmoid(diff).mean() + p.reg * l2
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{name}: the training loss became {loss.item()} in epoch {e}; lower "
-                                         f"settings.cf.{name}.lr (now {p.lr:g})")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total, batches = total + loss.item(), batches + 1
+            total, batches = total + optimizer_step(opt, loss, name, e, p.lr), batches + 1
         return total / max(1, batches)
 
     def current() -> tuple[np.ndarray, np.ndarray]:

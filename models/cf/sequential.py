@@ -25,7 +25,7 @@ import torch
 from models.cf import next_item
 from models.cf.interactions import Interactions
 from models.cf.model import CFModel
-from models.cf.neural import SASRec, _Dropout
+from models.cf.neural import SASRec, _Dropout, optimizer_step
 from models.registry.cf import GRU4RecParams, NextItemParams, SASRecNextParams, SASRecParams
 
 
@@ -141,13 +141,7 @@ def train_sequence_model(data: Interactions, p: NextItemParams, seed: int, name:
             neg_logit = (h * model.item(torch.from_numpy(neg)[mask])).sum(-1)
             loss = torch.nn.functional.binary_cross_entropy_with_logits(
                 torch.cat([pos_logit, neg_logit]), torch.cat([torch.ones_like(pos_logit), torch.zeros_like(neg_logit)]))
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{name}: the training loss became {loss.item()} in epoch {e}; lower "
-                                         f"settings.cf.{name}.lr (now {p.lr:g})")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total, batches = total + loss.item(), batches + 1
+            total, batches = total + optimizer_step(opt, loss, name, e, p.lr), batches + 1
         return total / max(1, batches)
 
     def vectors(seqs: torch.Tensor) -> np.ndarray:
