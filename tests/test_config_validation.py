@@ -333,11 +333,15 @@ def test_validate_reports_every_problem_of_any_strict_model():
     assert validate(Outer, {"name": "x", "pair": [1, 2]}, "p.yaml").pair == (1.0, 2.0)
 
 
+def _generated(page: str, name: str) -> str:
+    """The text between a page's `<!-- name:start -->` and `<!-- name:end -->` markers."""
+    start_marker = f"<!-- {name}:start -->"
+    return page[page.index(start_marker) + len(start_marker):page.index(f"<!-- {name}:end -->")]
+
+
 def test_the_docs_show_the_generated_schema():
     page = (PROJECT_ROOT / "docs" / "reference" / "config-keys.md").read_text()
-    start_marker, end_marker = "<!-- config-schema:start -->", "<!-- config-schema:end -->"
-    start, end = page.index(start_marker), page.index(end_marker)
-    assert page[start + len(start_marker):end] == "\n" + cfgmod.schema_markdown(), (
+    assert _generated(page, "config-schema") == "\n" + cfgmod.schema_markdown(), (
         "docs/reference/config-keys.md's config tables are out of date: "
         "run `.venv/bin/python -m models.config --docs`")
     # every key of every section is in it
@@ -476,9 +480,7 @@ def test_run_overrides_are_validated_like_the_file():
 
 def test_the_docs_show_the_generated_profiles():
     page = (PROJECT_ROOT / "docs" / "reference" / "profile-keys.md").read_text()
-    start_marker, end_marker = "<!-- profile-schema:start -->", "<!-- profile-schema:end -->"
-    start, end = page.index(start_marker), page.index(end_marker)
-    assert page[start + len(start_marker):end] == "\n" + profmod.profiles_markdown(), (
+    assert _generated(page, "profile-schema") == "\n" + profmod.profiles_markdown(), (
         "docs/reference/profile-keys.md's profile tables are out of date: "
         "run `.venv/bin/python -m models.profiles --docs`")
     for key in ("max_prompt_tokens", "lora_r", "target_modules", "learn_rows", "task_arithmetic_lambdas",

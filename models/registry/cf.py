@@ -13,6 +13,13 @@ from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativ
                       model_validator)
 
 
+def _heads_divide_dim(m):
+    """An attention model's vector splits evenly over its heads."""
+    if m.dim % m.heads:
+        raise ValueError(f"dim ({m.dim}) must be a multiple of heads ({m.heads})")
+    return m
+
+
 class Params(BaseModel):
     """Hyper-parameters of one CF model as the config file gives them (`settings.cf.<model>`)."""
 
@@ -83,11 +90,7 @@ class SASRecParams(BCEParams):
     batch_size: PositiveInt = Field(2048, description="rows per step")
     patience: PositiveInt = Field(5, description="epochs without a better validation AUC before stopping")
 
-    @model_validator(mode="after")
-    def _heads_divide_dim(self):
-        if self.dim % self.heads:
-            raise ValueError(f"dim ({self.dim}) must be a multiple of heads ({self.heads})")
-        return self
+    _heads = model_validator(mode="after")(_heads_divide_dim)
 
 
 class NextItemParams(Params):
@@ -113,11 +116,7 @@ class SASRecNextParams(NextItemParams):
     dropout: NonNegativeFloat = Field(0.2, le=0.9, description="dropout on embeddings, attention and feed-forward")
     maxlen: PositiveInt = Field(200, description="the last `maxlen` items of each user's sequence")
 
-    @model_validator(mode="after")
-    def _heads_divide_dim(self):
-        if self.dim % self.heads:
-            raise ValueError(f"dim ({self.dim}) must be a multiple of heads ({self.heads})")
-        return self
+    _heads = model_validator(mode="after")(_heads_divide_dim)
 
 
 class GRU4RecParams(NextItemParams):
