@@ -60,12 +60,15 @@ test: setup
 demo: $(STAMP) instance
 	$(PY) -m orchestration.demo $(DEMO_ARGS)
 
-# the console keeps warnings and errors (sensor and daemon ticks are in the UI); `dagster dev`'s notice
-# that a newer CLI exists (`dg dev`, not installed here) is not for users
+# the console keeps errors (sensor and daemon ticks are in the UI): the daemon's warnings are about
+# its own bookkeeping (on a fresh instance, "No cursor for event type ..."), nothing a user can act on;
+# nor is `dagster dev`'s notice that a newer CLI exists (`dg dev`, not installed here)
+# a config that does not load stops here with its problems listed (the UI would show a code-location error)
 ui: $(STAMP) instance
+	@$(PY) -m models.config --check
 	@echo "[ui] the Dagster UI (webserver and daemon) on http://127.0.0.1:$${PORT:-3000}; Ctrl-C stops both"
 	PYTHONWARNINGS="ignore::FutureWarning:click.core" $(VENV)/bin/dagster dev -h 127.0.0.1 -p $${PORT:-3000} \
-		--log-level warning
+		--log-level error
 
 # the documentation (docs/, mkdocs.yml) as a website, rebuilt on every edit; `make test` builds it with --strict
 docs: $(STAMP)

@@ -247,41 +247,69 @@ def metadata_values(md: dict[str, Any], show_plots: bool = True) -> dict[str, An
     return out
 
 
+def table(rows: list[dict], columns: list[str], descriptions: dict[str, str] | None = None) -> dg.MetadataValue:
+    """Rows of plain values as Dagster table metadata (the asset page shows it as a table): a column per
+    name in `columns`, typed by its values (int, float, else string); None stays empty."""
+    descriptions = descriptions or {}
+
+    def kind(name: str) -> str:
+        values = [r.get(name) for r in rows if r.get(name) is not None]
+        if values and all(isinstance(v, bool) for v in values):
+            return "bool"
+        if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            return "int"
+        return "float" if values and all(isinstance(v, (int, float)) for v in values) else "string"
+
+    return dg.MetadataValue.table(
+        records=[dg.TableRecord({c: r.get(c) for c in columns}) for r in rows],
+        schema=dg.TableSchema(columns=[dg.TableColumn(c, kind(c), description=descriptions.get(c)) for c in columns]))
+
+
 BEATS_UNTRAINED = "beats_untrained"
 BEATS_UNTRAINED_DOC = ("WARN when the trained model does not beat the untrained LLM on validation (the adapters: "
                        "their best validation AUC or loss against the same validation before the first step; a "
                        "cocktail: its selection score against the untrained LLM's on the same selection rows)")
 
 
-def beats_untrained(asset: str, md: dict, trained: str, untrained: str,
-                    higher_is_better: bool = True) -> dg.AssetCheckResult:
+def beats_untrained(asset: str, md: dict, trained: str, untrained: str, higher_is_better: bool = True,
+                    label: str | None = None, rows: str | None = None, unit: str = "rows",
+                    advice: str = "") -> dg.AssetCheckResult:
     """The `beats_untrained` check of a training asset from its metadata: `trained` and `untrained` are
-    metadata keys (prefixed `<domain>/` when one run trained several domains). Severity WARN: a model
-    no better than the untrained LLM is worth a look, not a stopped pipeline."""
+    metadata keys (prefixed `<domain>/` when one run trained several domains), `label` names the metric
+    and `rows` the metadata key of how many validation `unit` both were measured on. Severity WARN: a
+    model no better than the untrained LLM is worth a look, not a stopped pipeline. The description
+    says what was compared, on which rows, the two numbers, and (when it fails) what to do."""
     def plain(v: Any) -> Any:
         return getattr(v, "value", v)
 
+    label = label or trained
     lines, worse, unmeasured = [], [], []
     for key, value in md.items():
         prefix = key[: -len(trained)] if key.endswith(trained) else None
         if prefix is None or not (prefix == "" or (prefix.endswith("/") and prefix.count("/") == 1)):
             continue
-        where = prefix.rstrip("/") or "this model"
+        where = f"{asset} [{prefix.rstrip('/')}]" if prefix else asset
         t, u = plain(value), plain(md.get(prefix + untrained))
         if t is None or u is None:
             unmeasured.append(where)
             continue
+        n = plain(md.get(prefix + rows)) if rows else None
+        on = f"the same {n:,} validation {unit}" if isinstance(n, int) else f"the same validation {unit}"
         gain = t - u if higher_is_better else u - t
-        lines.append(f"{where}: {trained} {t:.4f} against the untrained LLM's {u:.4f} ({gain:+.4f} in its favour)")
+        verdict = (f"{abs(gain):.4f} better" if gain > 0 else f"{abs(gain):.4f} worse" if gain < 0 else "no different")
+        lines.append(f"{where}: {label} {t:.4f} after training against {u:.4f} for the untrained LLM on {on} "
+                     f"({'higher' if higher_is_better else 'lower'} is better): {verdict}")
         if gain <= 0:
             worse.append(where)
     if unmeasured:
         lines.append(f"not measured for {', '.join(unmeasured)} (trained before this check existed: rematerialize)")
-    text = ("; ".join(lines) or "nothing to compare")
+    text = "; ".join(lines) or "nothing to compare"
+    if worse:
+        text = (f"{', '.join(worse)} is no better than the untrained LLM on validation. {text}. "
+                f"{advice or 'Look at the training curve in the metadata and train longer or at another learning rate.'}")
     return dg.AssetCheckResult(
         check_name=BEATS_UNTRAINED, asset_key=dg.AssetKey(asset), passed=not worse,
-        severity=dg.AssetCheckSeverity.WARN,
-        description=(f"no better than the untrained LLM on validation: {', '.join(worse)}; " if worse else "") + text,
+        severity=dg.AssetCheckSeverity.WARN, description=text,
         metadata={"no_better": ", ".join(worse) or "none"})
 
 

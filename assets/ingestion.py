@@ -75,10 +75,10 @@ def _quarantine_message(project: ProjectResource, dataset: str, share: float, ba
                         by_reason: dict, limit: float) -> str:
     if share <= limit:
         return f"{share:.2%} of {dataset}'s interaction rows quarantined ({bad} of {total}); limit {limit:.2%}."
-    top = max(by_reason.items(), key=lambda kv: kv[1]) if by_reason else ("none", 0)
-    return (f"{share:.2%} of dataset {dataset!r}'s interaction rows were quarantined ({bad} of {total}), "
-            f"above the limit of {limit:.2%} (settings.quarantine_max_share in {project.config_path}). "
-            f"Most common reason: {top[0]} ({top[1]} rows). See them with "
+    reasons = ", ".join(f"{reason} {n:,}" for reason, n in sorted(by_reason.items(), key=lambda kv: -kv[1])) or "none"
+    return (f"dataset {dataset}: {share:.2%} of its interaction rows were quarantined ({bad:,} of {total:,}), "
+            f"above the limit of {limit:.2%} (settings.quarantine_max_share in {project.config_path}); rows by "
+            f"reason: {reasons}. See them with "
             f"`SELECT reason, detail, source_file, source_row, raw FROM quarantine WHERE dataset = '{dataset}'` "
             f"in {project.root / 'warehouse.duckdb'}; then fix the source file or the dataset's settings "
             f"(fields, rating_range, timestamp_unit, encoding) and re-materialize, or raise the limit.")

@@ -96,13 +96,25 @@ def _train(context, project: ProjectResource, prof: Profile, config: LLMRunConfi
 
 
 def _check(kind: TaskKind, role: str, md: dict) -> dg.AssetCheckResult:
-    """The `beats_untrained` check of an adapter (its best validation metric against the untrained LLM's)
-    or of the cocktail (its selection score against the untrained LLM's)."""
+    """The `beats_untrained` check of an adapter (its best validation metric against the untrained LLM's,
+    on the same validation rows) or of the cocktail (its selection score against the untrained LLM's, on
+    the same selection rows)."""
+    impl = task_of(kind.name)
     if role == "cocktail":
-        return meta.beats_untrained(kind.assets[role], md, "select_score/reccocktail", "untrained_select_score")
-    objective = task_of(kind.name).objective
-    return meta.beats_untrained(kind.assets[role], md, f"best_{objective.metric}", f"untrained_{objective.metric}",
-                                objective.higher_is_better)
+        metric = getattr(md.get("select_metric"), "value", md.get("select_metric")) or "score"
+        return meta.beats_untrained(
+            kind.assets[role], md, "select_score/reccocktail", "untrained_select_score",
+            label=f"the selection {metric} of the entropy-guided merge", rows="select_rows", unit=impl.unit,
+            advice="The merge only mixes what its adapters learned: check the base spirit's and the ingredient's "
+                   "own beats_untrained checks first; with adapters that learned, more selection rows "
+                   "(the profile's merge.select_rows) make the choice less noisy.")
+    objective = impl.objective
+    return meta.beats_untrained(
+        kind.assets[role], md, f"best_{objective.metric}", f"untrained_{objective.metric}",
+        objective.higher_is_better, label=f"best {impl.metric_label}", rows=f"valid_{impl.unit}", unit=impl.unit,
+        advice=f"Look at the curve ({objective.metric}_plot in the metadata): when it is still improving, train "
+               "longer (the profile's train.max_steps); when it is flat or noisy, try another train.lr. The smoke "
+               "and demo profiles' budgets are too small to learn much: use extended or full for numbers.")
 
 
 def _base_spirit_body(kind: TaskKind):

@@ -64,11 +64,15 @@ def gate_results(payload: dict, floors: dict, previous: dict | None, tolerance: 
             frame = "all_lists" if "@" in metric else "all"
             v = _value(result, frame, method, "all", metric)
             if v is None or v < float(floor):
-                below.append(f"{method} {metric} = {v if v is None else round(v, 4)} < floor {floor}")
+                info = payload["frames"].get(frame, {})
+                n = info.get("lists") or info.get("rows")
+                where = f"on the `{frame}` frame" + (f" ({n:,} {'lists' if info.get('lists') else 'rows'})" if n else "")
+                below.append(f"{method}'s {metric} {where} is " + ("missing" if v is None else f"{v:.4f}")
+                             + f", below its floor {floor}")
     floor_check = dg.AssetCheckResult(
         check_name="metric_floors", passed=not below,
         description=(f"all {sum(len(v) for v in floors.values())} configured floors hold" if not below else
-                     "below the floor: " + "; ".join(below) + ". Floors live in settings.evaluation.floors; "
+                     "; ".join(below) + ". Floors live in settings.evaluation.floors; "
                      "a drop usually means a changed split or a training run that stopped early (see the "
                      "cf_embeddings metadata)."),
         metadata={"below": dg.MetadataValue.json(below), "floors": dg.MetadataValue.json(floors)})
@@ -183,12 +187,19 @@ def evaluation_report(context: dg.AssetExecutionContext, project: ProjectResourc
     payload = written.payload
     checks = gate_results(payload, (ev.get("floors") or {}).get(domain, {}), _previous_report(context, domain),
                           float(ev["regression_tolerance"])) + sanity_results(payload["sanity"])
-    headline = report.headline_numbers(payload)
-    headline.update({f"{kind}_overlap/{k}": v for kind, stats in extra["base_spirit_overlap"].items()
-                     for k, v in stats.items()})
+    metric_columns, metric_rows = report.metrics_table(payload)
+    claims = report.claims_table(payload)
+    # what a user looks for first: the report, every estimate as one table, the claims, a few numbers to
+    # plot over time; the rest (intervals, counts, comparisons) is in metrics.json, linked below
     yield dg.MaterializeResult(
         metadata={"report": dg.MetadataValue.md(meta.embed_images(written.markdown, written.report_path.parent)),
-                  **headline,
+                  "metrics": meta.table(metric_rows, ["frame", "method", "subset", "n", *metric_columns],
+                                        {"n": "rows (or lists) of the frame's subset",
+                                         "frame": "see `frames` below and the report's opening"}),
+                  **({"claims": meta.table(claims, list(claims[0]))} if claims else {}),
+                  **report.headline_numbers(payload),
+                  **{f"{kind}_overlap/{k}": v for kind, stats in extra["base_spirit_overlap"].items()
+                     for k, v in stats.items()},
                   "methods": len(methods), "test_rows": test.height,
                   "frames": dg.MetadataValue.json({n: f["short"] for n, f in payload["frames"].items()}),
                   **meta.metadata_values({"report_path": written.report_path, "metrics_json": written.metrics_path,

@@ -1,6 +1,10 @@
-"""The Dagster code location: `dagster dev` in the project root loads `defs` from here."""
+"""The Dagster code location: `dagster dev` in the project root loads `defs` from here (named `llmrec`
+by pyproject.toml's [tool.dagster]), and so does the dagster CLI (`-m orchestration.definitions`)."""
 
 from __future__ import annotations
+
+import os
+import sys
 
 import dagster as dg
 
@@ -13,6 +17,7 @@ from assets.report import build_report_assets
 from assets.splits import build_split_assets
 from models.config import Settings, load_config
 from orchestration import automation, recovery
+from orchestration.console import install_excepthook, install_short_failures
 from orchestration.jobs import JOBS
 from orchestration.sensors import landing_sensors
 from assets._resources import ProjectResource
@@ -44,7 +49,12 @@ def _with_automation(spec: dg.AssetSpec) -> dg.AssetSpec:
     return spec if condition is None else spec.replace_attributes(automation_condition=condition)
 
 
+if os.path.basename(sys.argv[0]) == "dagster":
+    # the dagster CLI imports this module in its own process: a bad config, a missing upstream file or a
+    # failed check reaches the terminal as one `error:` line, not a traceback (dagster dev's code server
+    # reports load errors to the UI itself)
+    install_excepthook()
+install_short_failures()
 defs = build_definitions()
-# a CLI run (`dagster asset materialize -m orchestration.definitions`) loads this before it creates
-# its run: free the pool slots of runs killed earlier, or it would wait for them forever
-recovery.reap_at_load()
+# the domain partitions of the config, and no pool slot held by a killed run, for whatever loads this
+recovery.at_load(defs.resources["project"].config)

@@ -13,7 +13,7 @@ parallel steps do not overwrite each other; the start time from /proc/<pid>/stat
 pid from the process that ran the run). `reap_dead_runs` fails the in-flight runs whose recorded
 processes on this host are all gone and frees their slots. It runs from the `dead_run_reaper`
 sensor (`make ui`), before every run the job helpers in orchestration/jobs.py start (`make demo`,
-the tests), and when a CLI process loads orchestration/definitions.py (`reap_at_load`)."""
+the tests), and when a process loads orchestration/definitions.py (`at_load`)."""
 
 from __future__ import annotations
 
@@ -115,19 +115,25 @@ def dead_run_reaper(context: dg.SensorEvaluationContext) -> dg.SkipReason:
     return dg.SkipReason("every in-flight run's process is alive")
 
 
-def reap_at_load() -> None:
-    """The reap of a CLI process (`dagster asset materialize -m orchestration.definitions`) that
-    loads the code location before it creates its run: quiet, and never fails the load.
+def at_load(cfg) -> None:
+    """What loading the code location does to the instance at DAGSTER_HOME: add the config's domains
+    it lacks as `domain` partitions (so the CLI, `dagster dev` and a Kubernetes code server can run a
+    domain asset on an instance no sensor tick or `make demo` has touched yet), and free the pool
+    slots of runs killed earlier (a CLI run would wait for them forever).
 
-    Only with DAGSTER_HOME set and an instance already there (no storage is created as a side
-    effect), and not in a multiprocess step process (its parent orchestrates a live run)."""
+    Quiet, and never fails the load (a broken instance shows up when a run is created, with its own
+    error). Only with DAGSTER_HOME set to a folder, and not in a multiprocess step process (its parent
+    orchestrates a live run and did this already)."""
+    from assets._partitions import sync_domain_partitions
+
     home = os.environ.get("DAGSTER_HOME")
-    if not home or multiprocessing.parent_process() is not None:
-        return
-    if not ((Path(home) / "dagster.yaml").is_file() or (Path(home) / "storage").is_dir()):
+    if not home or not Path(home).is_dir() or multiprocessing.parent_process() is not None:
         return
     try:
         with dg.DagsterInstance.get() as instance:
+            added = sync_domain_partitions(cfg, instance)
+            if added:
+                _LOG.info("added domain partitions %s", ", ".join(added))
             reap_dead_runs(instance)
-    except Exception as exc:  # a broken instance shows up when the run is created, with its own error
-        _LOG.debug("dead-run reap at load skipped: %s", exc)
+    except Exception as exc:
+        _LOG.debug("instance preparation at load skipped: %s", exc)

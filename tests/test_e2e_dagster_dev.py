@@ -15,10 +15,12 @@ import sys
 import tempfile
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
 import pytest
+import yaml
 
 from models.config import PROJECT_ROOT
 from test_report import write_fixture
@@ -76,38 +78,45 @@ class Dagster:
         raise AssertionError(f"no finished {job} run within {timeout} s: {self.runs(job)}")
 
 
-@pytest.fixture
-def dagster_dev(tmp_path):
-    settings = write_fixture(tmp_path)
+def dagster_env(settings, tmp_path: Path, **extra: str) -> dict:
+    """The environment `make ui` gives `dagster dev` (a DAGSTER_HOME with the project's dagster.yaml),
+    pointed at a fixture's config and data."""
     home = tmp_path / "dagster_home"
-    home.mkdir()
+    home.mkdir(exist_ok=True)
     shutil.copy(PROJECT_ROOT / "deploy" / "local" / "dagster.yaml", home / "dagster.yaml")
+    return {**os.environ, "DAGSTER_HOME": str(home), "LLMREC_DATA_DIR": str(settings.data_dir),
+            "LLMREC_CONFIG": str(settings.config_path), "LLMREC_PROFILE": "smoke",
+            "LLMREC_LANDING_DIR": str(tmp_path / "landing"), "LLMREC_LANDING_INTERVAL_S": "5",
+            "LLMREC_LANDING_SETTLE_S": "2", "LLMREC_AUTOMATION_INTERVAL_S": "5", "HF_HUB_OFFLINE": "1", **extra}
+
+
+@contextmanager
+def dagster_dev(env: dict, log_path: Path):
+    """`dagster dev` (webserver and daemon) as `make ui` starts it, in the project root (so the code
+    location is pyproject.toml's `llmrec`), on a free port; yields the GraphQL client once the code
+    location has loaded, and stops the whole process group afterwards."""
     port = _free_port()
-    env = {**os.environ, "DAGSTER_HOME": str(home), "LLMREC_DATA_DIR": str(settings.data_dir),
-           "LLMREC_CONFIG": str(settings.config_path), "LLMREC_PROFILE": "smoke",
-           "LLMREC_LANDING_DIR": str(tmp_path / "landing"), "LLMREC_LANDING_INTERVAL_S": "5",
-           "LLMREC_LANDING_SETTLE_S": "2", "LLMREC_AUTOMATION_INTERVAL_S": "5", "HF_HUB_OFFLINE": "1"}
-    log = (tmp_path / "dagster_dev.log").open("w")
+    log = log_path.open("w")
     # its own session: the webserver, daemon and code server are stopped together by this PID's group
     proc = subprocess.Popen([str(Path(sys.executable).parent / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(port)],
                             cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     client = Dagster(port)
     deadline = time.monotonic() + 240
-    while True:
-        assert proc.poll() is None, (tmp_path / "dagster_dev.log").read_text()[-3000:]
-        try:
-            status = client.gql("{ workspaceOrError { ... on Workspace { locationEntries { name "
-                                "locationOrLoadError { __typename } } } } }")
-            entries = status["workspaceOrError"]["locationEntries"]
-            if entries and entries[0]["locationOrLoadError"] and \
-                    entries[0]["locationOrLoadError"]["__typename"] == "RepositoryLocation":
-                break
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "dagster dev did not come up in 240 s"
-        time.sleep(2)
     try:
-        yield client, settings, tmp_path / "landing"
+        while True:
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            try:
+                status = client.gql("{ workspaceOrError { ... on Workspace { locationEntries { name "
+                                    "locationOrLoadError { __typename } } } } }")
+                entries = status["workspaceOrError"]["locationEntries"]
+                if entries and entries[0]["locationOrLoadError"] and \
+                        entries[0]["locationOrLoadError"]["__typename"] == "RepositoryLocation":
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "dagster dev did not come up in 240 s"
+            time.sleep(2)
+        yield client
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -118,8 +127,15 @@ def dagster_dev(tmp_path):
         log.close()
 
 
-def test_ui_graphql_sensor_automation_and_report_page(dagster_dev):
-    client, settings, landing = dagster_dev
+@pytest.fixture
+def ui(tmp_path):
+    settings = write_fixture(tmp_path)
+    with dagster_dev(dagster_env(settings, tmp_path), tmp_path / "dagster_dev.log") as client:
+        yield client, settings, tmp_path / "landing"
+
+
+def test_ui_graphql_sensor_automation_and_report_page(ui):
+    client, settings, landing = ui
     # 1. a materialization launched through the GraphQL API, as the UI's "Materialize" does
     client.launch("ingest_dataset", "synthetic")
     client.wait_for("ingest_dataset")
@@ -154,6 +170,10 @@ def test_ui_graphql_sensor_automation_and_report_page(dagster_dev):
         # the asset page with the report's numbers and its passed gates (not an error or a pop-up)
         assert "evaluation_report" in dom and "popularity/all/auc" in dom and "Latest check results" in dom, \
             dom[-2000:]
+        # the page leads with the report (its Markdown link) and the metrics table (a rendered table with its
+        # schema link and columns), then the few loose numbers
+        assert dom.index("Show Markdown") < dom.index("Show schema") < dom.index("user_ndcg") \
+            < dom.index("popularity/all/auc"), dom[-3000:]
         ARTIFACTS.mkdir(exist_ok=True)
         shot = ARTIFACTS / "evaluation_report.png"
         shot.unlink(missing_ok=True)
@@ -245,3 +265,38 @@ def _chromium() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     assert found, "headless Chromium is not installed: `apt-get install chromium` (.ci/run does)"
     return found
+
+
+# the backfill command of docs/operations.md, run below exactly as written
+BACKFILL = "dagster job backfill -j prepare_domain --all --noprompt"
+BACKFILL_DOMAINS = 10
+
+
+def test_the_documented_backfill_runs_every_domain_through_make_uis_daemon(tmp_path):
+    """docs/operations.md's `dagster job backfill` from the project root while `dagster dev` runs as
+    `make ui` starts it: the CLI loads the code location from pyproject.toml under the name `llmrec`,
+    the daemon's name for it, so the queued runs are dequeued and launched (under `-m
+    orchestration.definitions` they carried that name as their location and all failed at dequeue).
+    The domain partitions exist before any sensor tick: the code location's load adds them."""
+    assert BACKFILL in (PROJECT_ROOT / "docs" / "operations.md").read_text()
+    settings = write_fixture(tmp_path)
+    cfg = yaml.safe_load(settings.config_path.read_text())
+    template = cfg["domains"].pop("shop")
+    cfg["domains"] = {f"shop{i:02d}": dict(template) for i in range(BACKFILL_DOMAINS)}
+    cfg["settings"]["evaluation"]["floors"] = {}
+    settings.config_path.write_text(yaml.safe_dump(cfg))
+    # no automation or landing ticks beyond the first: this test is about the backfill's runs only
+    env = dagster_env(settings, tmp_path, LLMREC_AUTOMATION_INTERVAL_S="3600", LLMREC_LANDING_INTERVAL_S="3600")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # the venv's dagster, as after `activate`
+    with dagster_dev(env, tmp_path / "dagster_dev.log") as client:
+        client.launch("ingest_dataset", "synthetic")
+        client.wait_for("ingest_dataset")
+        cli = subprocess.run(BACKFILL.split(), cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert cli.returncode == 0, cli.stdout[-2000:] + cli.stderr[-3000:]
+        assert "Traceback" not in cli.stderr, cli.stderr[-3000:]
+        runs = client.wait_for("prepare_domain", count=BACKFILL_DOMAINS, timeout=900)
+    assert len(runs) == BACKFILL_DOMAINS  # every one SUCCESS (wait_for asserts it)
+    partitions = sorted(t["value"] for r in runs for t in r["tags"] if t["key"] == "dagster/partition")
+    assert partitions == sorted(cfg["domains"])
+    for d in cfg["domains"]:
+        assert (settings.data_dir / "domains" / d / "split.parquet").is_file()

@@ -2,6 +2,7 @@
 report's LLM rows."""
 
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -44,8 +45,9 @@ def test_llm_rows_join_the_report(tmp_path):
               for e in [*base.get_asset_check_evaluations(), *result.get_asset_check_evaluations()]}
     for asset in ("base_spirit_lora", "ingredient_lora", "cocktail_model"):
         ev = checks[(asset, "beats_untrained")]
-        assert ev.severity == dg.AssetCheckSeverity.WARN and "against the untrained LLM's" in ev.description, asset
-        assert "in its favour" in ev.description and "not measured" not in ev.description, ev.description
+        assert ev.severity == dg.AssetCheckSeverity.WARN and "for the untrained LLM on the same" in ev.description, asset
+        assert re.search(r"on the same [\d,]+ validation prompts", ev.description), ev.description  # how many rows
+        assert "not measured" not in ev.description, ev.description
     payload = json.loads((settings.data_dir / "reports" / "shop" / "metrics.json").read_text())
     llm_methods = ("llm_untrained", "base_spirit", "ingredient_tallrec", "reccocktail", "equal_weights",
                    "task_arithmetic", "ties", "dare", "collm_mf", "collm_mf_cocktail")
@@ -147,17 +149,25 @@ def test_a_backfill_of_several_domains_is_one_run(tmp_path):
         assert (settings.data_dir / "adapters" / "ingredient" / d / "adapter" / "adapter_model.safetensors").exists()
 
 
-def test_the_untrained_gate_warns_and_says_by_how_much():
+def test_the_untrained_gate_warns_in_sentences_a_user_can_act_on():
+    """What was compared, on which rows, the two numbers, which way is better, and what to do."""
     from assets._metadata import beats_untrained
 
-    ok = beats_untrained("ingredient_lora", {"best_valid_auc": 0.71, "untrained_valid_auc": 0.52},
-                         "best_valid_auc", "untrained_valid_auc")
-    assert ok.passed and "+0.1900 in its favour" in ok.description
+    ok = beats_untrained("ingredient_lora", {"best_valid_auc": 0.71, "untrained_valid_auc": 0.52, "valid_prompts": 64},
+                         "best_valid_auc", "untrained_valid_auc", label="best validation AUC", rows="valid_prompts",
+                         unit="prompts")
+    assert ok.passed and ok.description == (
+        "ingredient_lora: best validation AUC 0.7100 after training against 0.5200 for the untrained LLM on the "
+        "same 64 validation prompts (higher is better): 0.1900 better")
     two = beats_untrained("ingredient_lora", {"a/best_valid_auc": 0.5, "a/untrained_valid_auc": 0.55,
                                               "b/best_valid_auc": 0.6, "b/untrained_valid_auc": 0.5},
-                          "best_valid_auc", "untrained_valid_auc")
+                          "best_valid_auc", "untrained_valid_auc", advice="Train longer.")
     assert not two.passed and two.severity == dg.AssetCheckSeverity.WARN
-    assert two.description.startswith("no better than the untrained LLM on validation: a;") and "-0.0500" in two.description
+    assert two.description.startswith("ingredient_lora [a] is no better than the untrained LLM on validation. ")
+    assert "ingredient_lora [a]: best_valid_auc 0.5000 after training against 0.5500" in two.description
+    assert "0.0500 worse" in two.description and "0.1000 better" in two.description
+    assert two.description.endswith("Train longer.")
+    assert "in its favour" not in two.description and "this model" not in two.description
     loss = beats_untrained("listwise_ingredient", {"best_valid_loss": 1.2, "untrained_valid_loss": 2.0},
                            "best_valid_loss", "untrained_valid_loss", higher_is_better=False)
-    assert loss.passed and "+0.8000 in its favour" in loss.description
+    assert loss.passed and "(lower is better): 0.8000 better" in loss.description

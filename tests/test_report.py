@@ -137,6 +137,35 @@ def test_report_files_exist_and_agree(evaluated):
     assert payload["chance"]["all_lists"]["all"]["hr@3"] == pytest.approx(3 / 10)  # 9 negatives + the target
     assert "| *chance* |" in md
     assert [x["asset"] for x in payload["lineage"]] == ["ranking_candidates", "temporal_split", "cf_embeddings"]
+
+
+def test_the_asset_page_leads_with_the_report_and_a_metrics_table(evaluated):
+    """The evaluation report's metadata: the Markdown first, then every estimate as one table (a row per
+    frame, method and subset), then a handful of top-level numbers; the rest stays in metrics.json."""
+    settings, _, _, result = evaluated
+    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("evaluation_report")]
+    md = event.materialization.metadata
+    keys = list(md)
+    assert keys[:2] == ["report", "metrics"], keys[:5]
+    table = md["metrics"]
+    assert isinstance(table, dg.TableMetadataValue)
+    columns = [c.name for c in table.schema.columns]
+    assert columns[:4] == ["frame", "method", "subset", "n"] and {"auc", "uauc", "hr@1"} <= set(columns)
+    payload = json.loads((settings.data_dir / "reports" / "shop" / "metrics.json").read_text())
+    by_key = {(r.data["frame"], r.data["method"], r.data["subset"]): r.data for r in table.records}
+    expected = {(f, m, sub): ests for f, methods in payload["metrics"].items() for m, subsets in methods.items()
+                for sub, ests in subsets.items()}
+    assert set(by_key) == set(expected)
+    for key, ests in expected.items():
+        for metric, est in ests.items():
+            if est.get("not_applicable"):  # shown as n/a in the report: empty in the table
+                assert by_key[key][metric] is None, (key, metric)
+            else:
+                assert by_key[key][metric] == pytest.approx(est["value"], abs=5e-5), (key, metric)
+    numbers = [k for k in keys if isinstance(md[k], (dg.FloatMetadataValue, dg.IntMetadataValue))]
+    assert len([k for k in numbers if k.endswith("/auc")]) == len(payload["metrics"]["all"])  # one per method
+    assert not any(k.endswith(("/uauc", "/user_ndcg")) for k in keys)  # those are in the table
+    assert keys.index("metrics") < min(keys.index(k) for k in numbers)
     assert all(len(x["sha256"]) == 64 for x in payload["lineage"])
     assert payload["settings"]["bootstrap_samples"] == 50
 
@@ -193,13 +222,14 @@ def test_completeness_and_floor_gates_say_what_is_wrong():
 
     est = {"value": 0.61, "ci_low": 0.6, "ci_high": 0.62, "n": 10}
     nan = {"value": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n": 0}
-    payload = {"frames": {"all": {"methods": ["mf", "als"], "positions": [0, 1]}},
+    payload = {"frames": {"all": {"methods": ["mf", "als"], "positions": [0, 1], "rows": 2}},
                "metrics": {"all": {"mf": {"all": {"auc": est, "uauc": est}, "warm": {"auc": est, "uauc": est},
                                           "cold": {"auc": nan, "uauc": est}}}}}
     complete, floors, regression = gate_results(payload, {"mf": {"auc": 0.65}}, None, 0.01)
     assert not complete.passed and "all/als: missing" in complete.description
     assert "all/mf/cold/auc: NaN" in complete.description
-    assert not floors.passed and "mf auc = 0.61 < floor 0.65" in floors.description
+    assert not floors.passed and "mf's auc on the `all` frame (2 rows) is 0.6100, below its floor 0.65" \
+        in floors.description
     assert regression.passed
     # a previous report on other rows is not compared
     moved = {"frames": {"all": {"methods": ["mf"], "positions": [0, 2]}}, "metrics": payload["metrics"]}

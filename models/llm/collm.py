@@ -35,7 +35,7 @@ from models.cf.model import CFModel
 from models.llm.loading import prompt_ids
 from models.llm.prompts import ITEM_SLOT, USER_SLOT, PromptBuilder, sample_rows
 from models.registry.collm import TUNES_CF, VARIANTS
-from models.llm.heads import yes_logit
+from models.llm.heads import save_adapter, yes_logit
 
 T2_INIT_STD = 0.1  # the CF models' normal start (models/cf/, init_std)
 
@@ -120,7 +120,7 @@ class CoLLMHead(torch.nn.Module):
             "variant": self.variant, "cf_model": self.cf_name, "cf_dim": self.users.embedding_dim,
             "hidden_size": self.lm.config.hidden_size, "vocab": self.vocab}, indent=2))
         if self.peft is not None:
-            self.peft.save_pretrained(path / "lora")
+            save_adapter(self.peft, path / "lora")
 
     def load_trained(self, path: Path) -> "CoLLMHead":
         from safetensors.torch import load_file

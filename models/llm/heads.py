@@ -70,6 +70,13 @@ def autocast(llm: LoadedLLM):
     return torch.autocast(llm.device.type, dtype=torch.bfloat16) if llm.dtype == torch.bfloat16 else nullcontext()
 
 
+
+def save_adapter(peft_model, path: Path) -> None:
+    """The LoRA adapter in PEFT's format. `save_embedding_layers=False`: our LoRAs never resize the
+    vocabulary, and PEFT's default ("auto") would look the base model up on the Hub to find out, which
+    offline (HF_HUB_OFFLINE, every run here) ends in a warning on every save."""
+    peft_model.save_pretrained(path, save_embedding_layers=False)
+
 class YesLogit(torch.nn.Module):
     """The LoRA-wrapped model reduced to what training needs: the Yes logit at each prompt's last
     token (only those rows meet the output layer). DDP wraps this module."""
@@ -83,7 +90,7 @@ class YesLogit(torch.nn.Module):
         return yes_logit(self.peft.get_base_model(), input_ids, attention_mask, self.yes_id)
 
     def save_pretrained(self, path: Path) -> None:
-        self.peft.save_pretrained(path)
+        save_adapter(self.peft, path)
 
 
 class AnswerLM(torch.nn.Module):
@@ -98,7 +105,7 @@ class AnswerLM(torch.nn.Module):
         return answer_loss(self.peft.get_base_model(), input_ids, attention_mask, answer_start)
 
     def save_pretrained(self, path: Path) -> None:
-        self.peft.save_pretrained(path)
+        save_adapter(self.peft, path)
 
 
 class Objective:

@@ -227,7 +227,8 @@ def peft_combination(model: torch.nn.Module, folders: dict[str, Path], how: dict
     peft_model.add_weighted_adapter(names, list(how.get("weights", [1.0] * len(names))), "combined",
                                     combination_type=how["combination"], density=how["density"])
     cfg = peft_model.peft_config["combined"]
-    state = get_peft_model_state_dict(peft_model, adapter_name="combined")
+    # our LoRAs never resize the vocabulary: no Hub lookup to find out (a warning offline), see heads.save_adapter
+    state = get_peft_model_state_dict(peft_model, adapter_name="combined", save_embedding_layers=False)
     deltas: dict[str, list] = {}
     for key, t in state.items():
         for part, pos in ((".lora_A.weight", 0), (".lora_B.weight", 1)):

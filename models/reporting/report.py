@@ -1111,21 +1111,59 @@ def write_report(out: Path, domain: str, test: pl.DataFrame, methods: list[Metho
 
 
 def headline_numbers(payload: dict) -> dict[str, float]:
-    """`method/subset/metric` -> value of every applicable pointwise metric on the comparison frame,
-    and `<task>/method/subset/metric` of a task's own list frame's headline metrics (RecCocktail's:
-    `listwise/...`), for the asset's metadata."""
+    """The few numbers worth plotting over time, for the asset's top-level metadata: each headline
+    method's primary metric on all rows of the comparison frame (`method/all/auc`; on a task's own list
+    frame, RecCocktail's, `listwise/method/all/hr@1`), where the headline methods are the ones the
+    papers' claims compare (every method of the frame when the domain has no claim), and the claims'
+    tally. Every other number is in `metrics_table` and metrics.json."""
     rows_frame, lists_frame = comparison_frames(payload)
+    claims = payload.get("claims") or []
+    named = {m for c in claims for m in (c.get("a"), c.get("b")) if m}
     out = {}
     own = lists_frame if lists_frame not in (None, *LIST_FRAMES) else None
-    for frame, prefix, keys in ((rows_frame, "", POINTWISE_METRICS),
-                                (own, f"{own}/", ("hr@1", "ndcg@5", "generated_hr@1", "generated_ndcg@3"))):
+    for frame, prefix, metric in ((rows_frame, "", "auc"), (own, f"{own}/", "hr@1")):
         if frame is None:
             continue
-        for m, subsets in payload["metrics"][frame].items():
-            for s, ests in subsets.items():
-                for k in keys:
-                    est = ests.get(k)
-                    if est and not est.get("not_applicable") and est["value"] is not None \
-                            and not math.isnan(est["value"]):
-                        out[f"{prefix}{m}/{s}/{k}"] = round(est["value"], 4)
+        methods = payload["metrics"][frame]
+        for m in [m for m in methods if m in named] or list(methods):
+            value = _value(methods[m].get("all", {}).get(metric))
+            if value is not None:
+                out[f"{prefix}{m}/all/{metric}"] = value
+    out["claims_testable"] = sum(c["verdict"] != "not testable" for c in claims)
+    out["claims_reproduced"] = sum(c["verdict"] == "reproduced" for c in claims)
     return out
+
+
+def metrics_table(payload: dict) -> tuple[list[str], list[dict]]:
+    """Every estimate of the report as one table: a row per frame, method and subset with its n and a
+    column per metric (the point estimate; the intervals are in the report and metrics.json). Returns
+    (the metric columns in order, the rows)."""
+    metrics, rows = [], []
+    for frame, methods in payload["metrics"].items():
+        for method, subsets in methods.items():
+            for subset, ests in subsets.items():
+                row = {"frame": frame, "method": method, "subset": subset, "n": None}
+                for k, est in ests.items():
+                    if k not in metrics:
+                        metrics.append(k)
+                    row[k] = _value(est)
+                    row["n"] = row["n"] or (est or {}).get("n")
+                rows.append(row)
+    return metrics, rows
+
+
+def claims_table(payload: dict) -> list[dict]:
+    """The papers' claims as rows: claim, frame, verdict (with the reason when not testable), the
+    difference with its 95 % interval, p and Holm-adjusted p, users."""
+    return [{"claim": c["claim"], "frame": c["frame"],
+             "verdict": c["verdict"] + (f" ({c['not_testable']})" if c.get("not_testable") else ""),
+             **{k: _value({"value": c.get(k)}) for k in ("difference", "ci_low", "ci_high", "p", "p_holm")},
+             "users": c.get("n_users")}
+            for c in payload.get("claims") or []]
+
+
+def _value(est: dict | None) -> float | None:
+    """An estimate's point value rounded to 4 places; None when it is not applicable or not a number."""
+    if not est or est.get("not_applicable") or est.get("value") is None or math.isnan(est["value"]):
+        return None
+    return round(float(est["value"]), 4)

@@ -119,6 +119,7 @@ def make_cocktail(ws: Workspace, cfg: ProjectConfig, domain: str, task: str, pro
     best = record["results"][-1]
     return {"task": task, "selected_lr": best["lr"], "selected_step": best["step"], "learn_s": record["learn_s"],
             "reused_finished_cocktail": reused, "select_metric": record["select_metric"],
+            "select_rows": record["select_rows"],
             **{f"select_score/{r['method']}": round(r["select_score"], 4) for r in record["results"]},
             "chosen": {r["method"]: r["weights"] for r in record["results"] if r["weights"] is not None},
             "candidates": best["candidates"],
