@@ -20,14 +20,18 @@ from models.registry.tasks import TASKS, TaskKind
 from models.stages import adapters, cocktail
 from models.stages import collm as collm_train
 from models.stages.common import load_base
+from models.llm.loading import resolve_model_path
 from models.stages.task import task as task_of
 from assets._partitions import domain_partitions
 from assets._run_config import LLMRunConfig, run_profile
 from assets._resources import ProjectResource
+from assets._gpus import GPUResource, Launch, run_torchrun
 
 # LLM steps share the `gpu` pool (one at a time by default); on Kubernetes (deploy/k8s) each such
-# step's pod asks for one GPU through this tag, which dagster-k8s reads
-GPU_TAGS = {"dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}}}
+# step's pod asks through this tag, which dagster-k8s reads, for the GPUs the `gpu` resource's
+# processes use (LLMREC_GPU_PROCESSES; one by default)
+GPU_TAGS = {"dagster-k8s/config": {"container_config": {"resources": {"limits": {
+    "nvidia.com/gpu": str(max(1, GPUResource().processes))}}}}}
 # A backfill of several domains runs as one run (one process, one set of imports, the untrained base
 # LLM loaded once for scoring) instead of one run per domain; a single-partition run is unchanged.
 SINGLE_RUN = dg.BackfillPolicy.single_run()
@@ -58,10 +62,10 @@ def _with_settings(md: dict, prof: Profile, config: LLMRunConfig, stage: str) ->
 
 
 def _each_domain(context, project: ProjectResource, config: LLMRunConfig, stage: str, run, version_key: str,
-                 task: str | None = None):
+                 task: str | None = None, launch: Launch | None = None):
     """`run(workspace, domain, profile, log) -> metadata` for every domain of the run, with the profile
-    (after the run's overrides, as `task`'s stages read it) the stage read; the domain must get the
-    task; the data version is `version_key`'s hash."""
+    (after the run's overrides, as `task`'s stages read it) the stage read and the `launch` it ran
+    with; the domain must get the task; the data version is `version_key`'s hash."""
     impl = task_of(task) if task else None
     prof = run_profile(project.profile, config, context.log)
     prof = impl.profile(prof) if impl else prof
@@ -72,27 +76,43 @@ def _each_domain(context, project: ProjectResource, config: LLMRunConfig, stage:
         if why:
             raise meta.fail(why)
         md = run(ws, d, prof, context.log.info)
-        return _with_settings(md, prof, config, stage), md[version_key][:16]
+        return _with_settings({**(launch.metadata() if launch else {}), **md}, prof, config, stage), \
+            md[version_key][:16]
 
     return per_domain(context, one)
 
 
 def _train(context, project: ProjectResource, prof: Profile, config: LLMRunConfig, domains: list[str], role: str,
-           kind: TaskKind) -> tuple[dict, str]:
-    """(metadata, data version) of one adapter, trained in process or, with LLMREC_TRAIN_PIPES=1, by
-    the same trainer in a subprocess whose progress and metadata come back over Dagster Pipes."""
+           kind: TaskKind, launch: Launch) -> tuple[dict, str]:
+    """(metadata, data version) of one adapter: trained in process; or by the same trainer under
+    `torchrun` on the `gpu` resource's processes (each rank a Dagster Pipes writer, rank 0 reporting);
+    or, with LLMREC_TRAIN_PIPES=1, in one subprocess through Pipes. The metadata records the launch."""
     stage = kind.stages[role]
-    if project.train_pipes:
-        extras = {"data_dir": project.data_dir, "config_path": project.config_path, "domains": domains, "kind": role,
-                  "task": kind.name, "profile": prof.model_dump(mode="json")}
-        reported = dg.PipesSubprocessClient(cwd=str(PROJECT_ROOT)).run(
+    extras = {"data_dir": project.data_dir, "config_path": project.config_path, "domains": domains, "kind": role,
+              "task": kind.name, "profile": prof.model_dump(mode="json")}
+    if launch.launcher == "torchrun":
+        # the base model converted (the embedded one) or made (the smoke one) once, here, not by every rank
+        resolve_model_path(prof.model, Workspace(project.root).models_dir)
+        reported = run_torchrun(context, launch, "orchestration.pipes_train", extras, str(PROJECT_ROOT))
+    elif project.train_pipes:
+        reported = dg.PipesSubprocessClient(cwd=str(PROJECT_ROOT), env=launch.env).run(
             context=context, command=[sys.executable, "-m", "orchestration.pipes_train"], extras=extras,
         ).get_materialize_result()
-        md = {**reported.metadata, **_with_settings({}, prof, config, stage)}
+    else:
+        reported = None
+    if reported is not None:
+        md = {**launch.metadata(), **reported.metadata, **_with_settings({}, prof, config, stage)}
         return md, reported.data_version.value
     md = adapters.train_adapter(Workspace(project.root), project.config, domains, role, kind.name, prof,
                                 log=context.log.info)
-    return _with_settings(md, prof, config, stage), md["adapter_sha256"][:16]
+    return _with_settings({**launch.metadata(), **md}, prof, config, stage), md["adapter_sha256"][:16]
+
+
+def _in_process(gpu: GPUResource) -> Launch:
+    """The steps that run in the step's own process (merging, scoring, CoLLM's CIE): on the resource's
+    first device, one process."""
+    launch = gpu.plan()
+    return Launch(launch.devices[:1], 1, launch.backend, "in_process")
 
 
 def _check(kind: TaskKind, role: str, md: dict) -> dg.AssetCheckResult:
@@ -122,7 +142,7 @@ def _base_spirit_body(kind: TaskKind):
 
     @meta.classify_failures
     def base_spirit_asset(context: dg.AssetExecutionContext, project: ProjectResource,
-                          config: LLMRunConfig) -> dg.MaterializeResult:
+                          config: LLMRunConfig, gpu: GPUResource) -> dg.MaterializeResult:
         names = base_spirit.general_domains(project.config)
         if not names:
             if impl.without_general == "fail":
@@ -133,7 +153,7 @@ def _base_spirit_body(kind: TaskKind):
                                         data_version=dg.DataVersion("none"),
                                         check_results=[_check(kind, "base_spirit", {})])
         prof = impl.profile(run_profile(project.profile, config, context.log))
-        md, version = _train(context, project, prof, config, names, "base_spirit", kind)
+        md, version = _train(context, project, prof, config, names, "base_spirit", kind, gpu.plan())
         return dg.MaterializeResult(metadata=md, data_version=dg.DataVersion(version),
                                     check_results=[_check(kind, "base_spirit", md)])
 
@@ -145,14 +165,15 @@ def _ingredient_body(kind: TaskKind):
 
     @meta.classify_failures
     def ingredient_asset(context: dg.AssetExecutionContext, project: ProjectResource,
-                         config: LLMRunConfig) -> dg.MaterializeResult:
+                         config: LLMRunConfig, gpu: GPUResource) -> dg.MaterializeResult:
         prof = impl.profile(run_profile(project.profile, config, context.log))
+        launch = gpu.plan()
 
         def one(d: str) -> tuple[dict, str]:
             why = impl.why_not(project.config.domains[d])
             if why:
                 raise meta.fail(why)
-            return _train(context, project, prof, config, [d], "ingredient", kind)
+            return _train(context, project, prof, config, [d], "ingredient", kind, launch)
 
         result = per_domain(context, one)
         return meta.with_checks(result, _check(kind, "ingredient", result.metadata))
@@ -165,16 +186,16 @@ def _cocktail_body(kind: TaskKind):
 
     @meta.classify_failures
     def cocktail_asset(context: dg.AssetExecutionContext, project: ProjectResource,
-                       config: LLMRunConfig) -> dg.MaterializeResult:
+                       config: LLMRunConfig, gpu: GPUResource) -> dg.MaterializeResult:
         stage, pcfg = kind.stages["cocktail"], project.config
         if not base_spirit.general_domains(pcfg) and impl.without_general == "skip":  # the ingredient still scores
             result = _each_domain(context, project, config, stage,
                                   lambda ws, d, prof, log: cocktail.without_base_spirit(ws, d, kind.name, log),
-                                  "merge_sha256", kind.name)
+                                  "merge_sha256", kind.name, _in_process(gpu))
         else:
             result = _each_domain(context, project, config, stage,
                                   lambda ws, d, prof, log: cocktail.make_cocktail(ws, pcfg, d, kind.name, prof, log),
-                                  "model_sha256", kind.name)
+                                  "model_sha256", kind.name, _in_process(gpu))
         return meta.with_checks(result, _check(kind, "cocktail", result.metadata))
 
     return cocktail_asset
@@ -185,7 +206,7 @@ def _scores_body(kind: TaskKind):
 
     @meta.classify_failures
     def scores_asset(context: dg.AssetExecutionContext, project: ProjectResource,
-                     config: LLMRunConfig) -> dg.MaterializeResult:
+                     config: LLMRunConfig, gpu: GPUResource) -> dg.MaterializeResult:
         base: dict = {}
 
         def score(ws: Workspace, d: str, prof: Profile, log) -> dict:
@@ -193,7 +214,8 @@ def _scores_body(kind: TaskKind):
                 base["llm"] = load_base(ws, prof)
             return impl.score(ws, project.config, d, prof, base["llm"], log)
 
-        return _each_domain(context, project, config, kind.stages["scores"], score, "scores_sha256", kind.name)
+        return _each_domain(context, project, config, kind.stages["scores"], score, "scores_sha256", kind.name,
+                            _in_process(gpu))
 
     return scores_asset
 
@@ -228,10 +250,11 @@ def task_assets(cfg: ProjectConfig, lineage: _lineage.LLMLineage, kind: TaskKind
 
 @meta.classify_failures
 def collm_cie(context: dg.AssetExecutionContext, project: ProjectResource,
-              config: LLMRunConfig) -> dg.MaterializeResult:
+              config: LLMRunConfig, gpu: GPUResource) -> dg.MaterializeResult:
     return _each_domain(context, project, config, "collm",
                         lambda ws, d, prof, log: collm_train.train_and_score(ws, d, project.config.domains[d].item_noun,
-                                                                             prof, log), "scores_sha256")
+                                                                             prof, log), "scores_sha256",
+                        launch=_in_process(gpu))
 
 
 def build_llm_assets(cfg: ProjectConfig, lineage: _lineage.LLMLineage) -> list:

@@ -21,6 +21,7 @@ from orchestration.console import install_excepthook, install_short_failures
 from orchestration.jobs import JOBS
 from orchestration.sensors import landing_sensors
 from assets._resources import ProjectResource
+from assets._gpus import GPUResource
 
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
@@ -37,7 +38,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         asset_checks=[a for a in assets_and_checks if isinstance(a, dg.AssetChecksDefinition)],
         jobs=JOBS,
         sensors=[*landing_sensors(), *automation.automation_sensors(), recovery.dead_run_reaper],
-        resources={"project": ProjectResource.from_settings(settings)},
+        resources={"project": ProjectResource.from_settings(settings), "gpu": GPUResource()},
     )
 
 

@@ -120,7 +120,8 @@ def _imports(path: Path) -> set[str]:
 
 def test_the_layers_hold():
     """assets/ is Dagster wiring (no function over 60 lines); models/ and sql/ never import Dagster;
-    the Pipes trainer imports models/ only (and dagster_pipes, the other end of the pipe)."""
+    the Pipes trainer imports models/ only (and dagster_pipes, the other end of the pipe, and the
+    standard library's os and pathlib)."""
     long = [f"{f.name}:{fn.lineno} {fn.name} ({fn.end_lineno - fn.lineno + 1} lines)"
             for f in sorted((PROJECT_ROOT / "assets").glob("*.py")) for fn in _functions(f)
             if fn.end_lineno - fn.lineno + 1 > 60]
@@ -128,4 +129,4 @@ def test_the_layers_hold():
     for f in [*(PROJECT_ROOT / "models").rglob("*.py"), *(PROJECT_ROOT / "sql").glob("*.py")]:
         assert not {n for n in _imports(f) if n.split(".")[0] == "dagster"}, f.name
     pipes = {n.split(".")[0] for n in _imports(PROJECT_ROOT / "orchestration" / "pipes_train.py")}
-    assert pipes <= {"__future__", "pathlib", "dagster_pipes", "models"}, pipes
+    assert pipes <= {"__future__", "os", "pathlib", "dagster_pipes", "models"}, pipes

@@ -94,13 +94,28 @@ def _trainable_state(head: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in head.named_parameters() if v.requires_grad}
 
 
-def _save_checkpoint(path: Path, head: torch.nn.Module, opt, state: dict, fp: str) -> None:
-    """Everything a new process needs to continue exactly, and the fingerprint of the run that may
-    continue it; written beside, then renamed."""
+def _rng_of_every_rank(distributed: bool) -> list[dict]:
+    """Every process's torch random state (CPU, and CUDA where there is one), gathered on all ranks: a
+    collective, so every rank calls it at the same step. Under DDP each rank draws its own dropout
+    masks, so a resumed run continues exactly only when each rank gets its own state back."""
+    mine = {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
+    if not distributed:
+        return [mine]
+    every: list = [None] * dist.get_world_size()
+    dist.all_gather_object(every, mine)
+    return every
+
+
+def _save_checkpoint(path: Path, head: torch.nn.Module, opt, state: dict, fp: str,
+                     ranks: list[dict] | None = None) -> None:
+    """Everything a new process needs to continue exactly (under torchrun: every rank's random state),
+    and the fingerprint of the run that may continue it; written beside, then renamed."""
     tmp = fresh_dir(path)
     torch.save({"trainable": _trainable_state(head), "optimizer": opt.state_dict(), "state": state,
                 "fingerprint": fp,
-                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}},
+                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+                        "ranks": ranks}},
                tmp / "checkpoint.pt")
     replace_dir(tmp, path)
 
@@ -122,6 +137,11 @@ def _load_checkpoint(path: Path, head: torch.nn.Module, opt) -> dict:
     torch.set_rng_state(ck["rng"]["torch"])
     np.random.set_state(ck["rng"]["numpy"])
     random.setstate(ck["rng"]["python"])
+    ranks, rank = ck["rng"].get("ranks"), dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    if ranks and rank < len(ranks):  # this rank's own dropout stream (a checkpoint of as many processes)
+        torch.set_rng_state(ranks[rank]["torch"])
+        if ranks[rank]["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state(ranks[rank]["cuda"])
     return ck["state"]
 
 
@@ -298,8 +318,10 @@ def train(llm: LoadedLLM, train_prompts: Sequence[str] | Sequence[list[int]], tr
                 state["bad_evals"] = int(flag)
             if state["bad_evals"] >= c.patience:
                 stopped = "early_stop"
-        if rank == 0 and (step % c.checkpoint_every == 0 or stopped == "early_stop"):
-            _save_checkpoint(ckpt, head, opt, state, fp)
+        if step % c.checkpoint_every == 0 or stopped == "early_stop":
+            ranks = _rng_of_every_rank(distributed)  # every rank takes part; rank 0 writes
+            if rank == 0:
+                _save_checkpoint(ckpt, head, opt, state, fp, ranks)
             saved_step = step
         if stopped == "early_stop":
             break
@@ -313,6 +335,24 @@ def train(llm: LoadedLLM, train_prompts: Sequence[str] | Sequence[list[int]], tr
             "result": {k: v for k, v in asdict(result).items()
                        if k not in ("steps_run", "resumed_from", "reused", "fingerprint")}})
     return result
+
+
+def join_process_group(backend: str) -> str:
+    """Under torchrun (WORLD_SIZE > 1): join the ranks' process group with `backend` (nccl on GPUs,
+    gloo on CPUs); returns a line for the log. The trainer then trains with DDP."""
+    dist.init_process_group(backend)
+    return (f"joined the {dist.get_backend()} process group as rank {dist.get_rank()} of {dist.get_world_size()} "
+            f"(local rank {os.environ.get('LOCAL_RANK')})")
+
+
+def leave_process_group() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def rank() -> int:
+    """This process's rank in the torch.distributed process group (0 without one)."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def main(argv: list[str]) -> int:

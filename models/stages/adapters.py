@@ -38,6 +38,8 @@ def train_adapter(ws: Workspace, cfg: ProjectConfig, domains: list[str], role: s
         f"validating on {len(data.valid)}")
     result = trainer.train(llm, data.train, data.train_targets, data.valid, data.valid_targets, out, c, log=log,
                            objective=impl.objective)
+    if trainer.rank() != 0:  # under torchrun rank 0 writes the adapter's files and reports them
+        return {"rank": trainer.rank(), "steps": result.steps}
     curve = plot_curve([h[metric] for h in result.history], f"evaluation (every {c.eval_every} steps)",
                        impl.metric_label, f"{out.name}: best {result.best_valid:.4f} at step {result.best_step}",
                        out / f"{metric}.png")
@@ -64,6 +66,6 @@ def train_adapter(ws: Workspace, cfg: ProjectConfig, domains: list[str], role: s
             "reused_finished_adapter": result.reused, "fingerprint": result.fingerprint, "stopped": result.stopped,
             f"best_{metric}": round(result.best_valid, 4), "best_step": result.best_step,
             f"untrained_{metric}": None if result.untrained_valid is None else round(result.untrained_valid, 4),
-            "tokens_per_s": round(result.tokens_per_s, 1), impl.history_key: result.history,
+            "tokens_per_s": round(result.tokens_per_s, 1), "world_size": result.world_size, impl.history_key: result.history,
             "train_settings": c.model_dump(mode="json"), f"{metric}_plot": curve, "adapter": adapter,
             "adapter_sha256": fingerprint.folder_digest(adapter)}
