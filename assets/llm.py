@@ -6,6 +6,7 @@ pointwise adapters. The work is in models/stages/; each asset reads its profile 
 Launchpad overrides), calls it, and returns the metadata."""
 
 import hashlib
+from pathlib import Path
 import importlib
 import sys
 
@@ -17,7 +18,7 @@ from models.data import base_spirit
 from models.data.workspace import Workspace
 from models.profiles import Profile
 from models.registry.tasks import TASKS, TaskKind
-from models.stages import adapters, cocktail
+from models.stages import adapters, cocktail, shards
 from models.stages import collm as collm_train
 from models.stages.common import load_base
 from models.llm.loading import resolve_model_path
@@ -208,6 +209,14 @@ def _scores_body(kind: TaskKind):
     def scores_asset(context: dg.AssetExecutionContext, project: ProjectResource,
                      config: LLMRunConfig, gpu: GPUResource) -> dg.MaterializeResult:
         base: dict = {}
+        launch = gpu.plan()
+        if launch.world_size > 1:  # one process per device (or N CPU processes), each a shard of the rows
+            launch = Launch(launch.devices, launch.world_size, launch.backend, "shards")
+            return _each_domain(context, project, config, kind.stages["scores"],
+                                lambda ws, d, prof, log: shards.score_in_shards(
+                                    ws, Path(project.config_path), d, kind.name, prof, launch.devices,
+                                    launch.world_size, log),
+                                "scores_sha256", kind.name, launch)
 
         def score(ws: Workspace, d: str, prof: Profile, log) -> dict:
             if "llm" not in base:  # unchanged by scoring: loaded once for every domain of the run

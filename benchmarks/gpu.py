@@ -33,10 +33,14 @@ from __future__ import annotations
 import argparse
 import copy
 import time
+import warnings
 
 import torch
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+# transformers' notice about its own internals (peft calls it), as orchestration/__init__.py filters it
+warnings.filterwarnings("ignore", category=FutureWarning, message=r"`is_gradient_checkpointing` is deprecated")
 
 SHAPES = {
     # HuggingFaceTB/SmolLM2-135M-Instruct's config

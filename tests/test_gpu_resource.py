@@ -2,15 +2,18 @@
 Dagster on two processes (`torchrun`, gloo on the CPU here; one process per GPU on a GPU node), each
 rank a Dagster Pipes writer, rank 0 reporting. The same effective batch on 1 or 2 processes gives the
 same adapter; a rank killed with `kill -9` fails the step once, naming the rank, and the next
-materialization resumes from the checkpoint to the adapter of an uninterrupted run."""
+materialization resumes from the checkpoint to the adapter of an uninterrupted run. Scoring in two
+shards (`llm_scores`, `listwise_scores`) writes the file one process writes."""
 
 import os
+import shutil
 import signal
 import threading
 import time
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -18,8 +21,9 @@ from safetensors.torch import load_file
 from assets._gpus import GPUResource, rank_failure
 from models.config import Settings
 from orchestration.definitions import build_definitions
-from orchestration.jobs import materialize_dataset, materialize_domain
-from test_report import write_fixture
+from orchestration.jobs import evaluate_domain, materialize_dataset, materialize_domain, train_base_spirit
+from test_reccocktail_dagster import prepared as prepared_listwise
+from test_report import add_general_domain, prepare_llm_fixture, write_fixture
 
 ADAPTER = Path("adapters") / "ingredient" / "shop" / "adapter" / "adapter_model.safetensors"
 # without LoRA dropout (its masks depend on how rows are split over processes, as any seeded dropout does),
@@ -140,3 +144,56 @@ def test_a_killed_rank_fails_once_and_the_next_run_resumes_to_the_same_adapter(t
     md = _metadata(resumed)
     assert md["resumed_from_step"] == step and md["steps"] == 40 and md["world_size"] == 2
     _same_adapter(s_full.data_dir / ADAPTER, settings.data_dir / ADAPTER)
+
+
+def _scores_on(defs, instance, asset: str, domain: str, processes: int) -> dict:
+    job = defs.resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(asset_selection=[dg.AssetKey(asset)], partition_key=domain, instance=instance,
+                                    run_config={"resources": {"gpu": {"config": {"processes": processes}}}})
+    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(asset)]
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def _same_score_file(one: Path, two: Path) -> None:
+    """The same rows in the same order with the same values, scores within float noise (a shard's batches
+    hold other prompts beside each one, so other padding)."""
+    a, b = pl.read_parquet(one), pl.read_parquet(two)
+    assert a.columns == b.columns and a.height == b.height > 0
+    for col in a.columns:
+        if col == "score":
+            assert (a[col] - b[col]).abs().max() < 1e-4
+        elif col == "candidate_scores":
+            for x, y in zip(a[col].to_list(), b[col].to_list()):
+                assert (x is None) == (y is None)
+                if x is not None:
+                    torch.testing.assert_close(torch.tensor(x), torch.tensor(y), rtol=1e-4, atol=1e-4)
+        else:
+            assert a[col].to_list() == b[col].to_list(), col
+
+
+def test_llm_scores_on_two_shards_write_the_file_of_one(tmp_path):
+    settings = write_fixture(tmp_path)
+    add_general_domain(settings)
+    defs = build_definitions(Settings(settings.data_dir, settings.config_path, "smoke"))
+    instance = dg.DagsterInstance.ephemeral()
+    prepare_llm_fixture(defs, instance)
+    assert evaluate_domain(defs, "shop", instance, with_llm=True).success  # llm_scores in one process
+    path = settings.data_dir / "domains" / "shop" / "scores" / "llm.parquet"
+    one = tmp_path / "one_shard.parquet"
+    shutil.copy(path, one)
+    md = _scores_on(defs, instance, "llm_scores", "shop", processes=2)
+    assert (md["shards"], md["world_size"], md["launcher"], md["devices"]) == (2, 2, "shards", "cpu")
+    _same_score_file(one, path)
+
+
+def test_listwise_scores_on_two_shards_write_the_file_of_one(tmp_path):
+    settings, defs, instance = prepared_listwise(tmp_path)
+    assert train_base_spirit(defs, instance, listwise=True).success
+    assert evaluate_domain(defs, "shop", instance, listwise=True).success  # listwise_scores in one process
+    path = settings.data_dir / "domains" / "shop" / "scores" / "listwise.parquet"
+    one = tmp_path / "one_shard.parquet"
+    shutil.copy(path, one)
+    md = _scores_on(defs, instance, "listwise_scores", "shop", processes=2)
+    assert (md["shards"], md["world_size"], md["launcher"]) == (2, 2, "shards")
+    assert md["test_lists_scored"] == 24
+    _same_score_file(one, path)

@@ -32,7 +32,8 @@ def _config(tmp_path) -> Settings:
     return Settings(settings.data_dir, settings.config_path, "smoke")
 
 
-def test_listwise_reccocktail_end_to_end(tmp_path):
+def prepared(tmp_path):
+    """The listwise fixture's datasets and domains materialized: (settings, definitions, instance)."""
     settings = _config(tmp_path)
     defs = build_definitions(settings)
     instance = dg.DagsterInstance.ephemeral()
@@ -40,6 +41,11 @@ def test_listwise_reccocktail_end_to_end(tmp_path):
         assert materialize_dataset(defs, ds, instance).success
     for d in ("shop", "shop_cold", "elsewhere"):
         assert materialize_domain(defs, d, instance).success
+    return settings, defs, instance
+
+
+def test_listwise_reccocktail_end_to_end(tmp_path):
+    settings, defs, instance = prepared(tmp_path)
     base = train_base_spirit(defs, instance, listwise=True)
     assert base.success
     (event,) = base.get_asset_materialization_events()

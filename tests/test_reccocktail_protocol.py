@@ -82,6 +82,7 @@ def test_history_is_the_earlier_items_in_time_order_the_last_n(tiny):
     assert test.history == ["A", "B", "C", "D"]
 
 
+@torch.no_grad()  # values only: no graph (and no warning for float() of a tensor that needs one)
 def test_the_loss_covers_the_answer_tokens_only(tiny):
     ids, start = listwise.encode_example(tiny.tokenizer, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n",
                                          "A||B")

@@ -98,7 +98,16 @@ class Pointwise(Task):
               log: Callable[[str], None] = print) -> dict:
         """Every method's Yes logits on the evaluation sample and on its first `ranking_users` users'
         candidate lists into scores/llm.parquet; `base` is the untrained LLM, loaded once by the caller."""
-        split, titles, split_sha = ws.read_split(domain), ws.titles(domain), ws.split_sha256(domain)
+        rows, md = self.score_rows(ws, cfg, domain, prof, base, log)
+        return self.write_scores(ws, domain, rows, md)
+
+    def score_rows(self, ws: Workspace, cfg: ProjectConfig, domain: str, prof: Profile, base: llm_mod.LoadedLLM,
+                   log: Callable[[str], None] = print, shard: tuple[int, int] = (0, 1)) -> tuple[list[dict], dict]:
+        """The score rows (`method`, `row`, `score`, `candidate_scores`, and `order`: where the row stands
+        in the file) of shard `k` of `n`: every n-th scored test row from the k-th, with its candidate
+        list when it has one (models/stages/shards.py runs the shards and gathers them)."""
+        k, n = shard
+        split, titles = ws.read_split(domain), ws.titles(domain)
         build = builder(base, cfg.domains[domain].item_noun, prof.max_prompt_tokens)
         point_p, _, rows = prompt_mod.examples(split, titles, build, "test", prof.test_users, with_labels=False,
                                                by_user=True)
@@ -106,13 +115,18 @@ class Pointwise(Task):
         cands = ws.candidates(domain)
         hist = test["history_item_ids"].to_list()
         rank_rows = ranking_rows(test["user_id"].to_numpy(), rows, prof.ranking_users)
+        mine = list(range(len(rows)))[k::n]
+        position = {int(rows[i]): i for i in mine}
+        point_p, rows = [point_p[i] for i in mine], rows[mine]
+        rank_rows = np.asarray([r for r in rank_rows if int(r) in position], dtype=np.int64)
         groups = [[build([titles[i] for i in hist[r]], titles[c]) for c in cands["candidates"][int(r)]]
                   for r in rank_rows]
         out_rows, md, done = [], {}, {}
         todo = methods(ws, domain, self.name, without_base_spirit=skipped(ws, domain, self.name))
-        progress = Progress(f"{domain}: scoring {len(rows)} test rows and {len(rank_rows)} lists", len(todo), log,
+        part = f" (shard {k + 1} of {n})" if n > 1 else ""
+        progress = Progress(f"{domain}: scoring {len(rows)} test rows and {len(rank_rows)} lists{part}", len(todo), log,
                             unit="methods", every_s=0)
-        for k, (method, how) in enumerate(todo.items(), 1):
+        for m_i, (method, how) in enumerate(todo.items(), 1):
             key = json.dumps(how, sort_keys=True, default=str)  # task arithmetic at 0.5 = equal weights: scored once
             if key not in done:
                 model = base if how is None else dense_model(ws, domain, prof, how, self.name)
@@ -122,14 +136,24 @@ class Pointwise(Task):
                 md[f"{method}/score_s"] = round(time.perf_counter() - t0, 1)
             point, ranked = done[key]
             out_rows += [{"method": method, "row": int(r), "score": float(s),
-                          "candidate_scores": ranked[int(r)].tolist() if int(r) in ranked else None}
+                          "candidate_scores": ranked[int(r)].tolist() if int(r) in ranked else None,
+                          "order": (m_i, position[int(r)])}
                          for r, s in zip(rows, point)]
-            progress.update(k, method)
+            progress.update(m_i, method)
+        return out_rows, md
+
+    def write_scores(self, ws: Workspace, domain: str, rows: list[dict], md: dict) -> dict:
+        """scores/llm.parquet from the rows of every shard, in the order one process writes them."""
+        rows = sorted(rows, key=lambda r: tuple(r["order"]))
+        scored = sorted({r["row"] for r in rows})
+        test = ws.read_split(domain).filter(pl.col("split") == "test")
         path = ws.scores_path(domain, self.kind.scores_family)
-        digest = write_scores(path, out_rows, split_sha)
-        return {**md, "test_users_scored": int(test[rows.tolist()]["user_id"].n_unique()),
-                "test_rows_scored": len(rows), "ranking_lists_scored": len(rank_rows), "test_rows": test.height,
-                "methods": list(todo), "scores_path": path, "scores_sha256": digest}
+        digest = write_scores(path, [{k: v for k, v in r.items() if k != "order"} for r in rows],
+                              ws.split_sha256(domain))
+        return {**md, "test_users_scored": int(test[scored]["user_id"].n_unique()), "test_rows_scored": len(scored),
+                "ranking_lists_scored": len({r["row"] for r in rows if r["candidate_scores"] is not None}),
+                "test_rows": test.height, "methods": list(dict.fromkeys(r["method"] for r in rows)),
+                "scores_path": path, "scores_sha256": digest}
 
 
 POINTWISE = Pointwise()

@@ -162,34 +162,53 @@ class Listwise(Task):
         (`generate_and_rank`), into scores/listwise.parquet. The file holds each list's candidates in
         prompt order and what each method did with them; which one is the target is left to the report
         (the only reader of test labels)."""
+        rows, md = self.score_rows(ws, cfg, domain, prof, base, log)
+        return self.write_scores(ws, domain, rows, md)
+
+    def score_rows(self, ws: Workspace, cfg: ProjectConfig, domain: str, prof: Profile, base: llm_mod.LoadedLLM,
+                   log: Callable[[str], None] = print, shard: tuple[int, int] = (0, 1)) -> tuple[list[dict], dict]:
+        """The rows of shard `k` of `n` (every n-th list from the k-th), each with its `order` in the file."""
+        k, n = shard
         dom = cfg.domains[domain]
         split = ws.read_split(domain)
         # the evaluation sample's users and the domain's one set of candidate lists (`ranking_candidates`)
         test = _examples(split, ws.titles(domain), "test", dom, cfg, prof, base.tokenizer, prof.listwise.test_users,
                          by_user=True, candidate_lists=ws.candidates(domain))
+        positions = list(range(len(test)))[k::n]
+        test = [test[i] for i in positions]
         todo = methods(ws, domain, self.name)
         rows, md = [], {}
-        progress = Progress(f"{domain}: {len(test)} listwise test lists", len(todo), log, unit="methods", every_s=0)
-        for k, (method, how) in enumerate(todo.items(), 1):
+        part = f" (shard {k + 1} of {n})" if n > 1 else ""
+        progress = Progress(f"{domain}: {len(test)} listwise test lists{part}", len(todo), log, unit="methods",
+                            every_s=0)
+        for m_i, (method, how) in enumerate(todo.items(), 1):
             model = base if how is None else dense_model(ws, domain, prof, how, self.name)
             t0 = time.perf_counter()
             texts, scores, lik_s = listwise.generate_and_rank(model, [e.prompt for e in test],
                                                               [e.candidates for e in test], prof.merge.max_new_tokens)
             md[f"{method}/likelihood_s"] = round(lik_s, 1)
             md[f"{method}/generate_s"] = round(time.perf_counter() - t0 - lik_s, 1)
-            for e, sc, text in zip(test, scores, texts):
+            for pos, e, sc, text in zip(positions, test, scores, texts):
                 named, invalid = listwise.parse_generation(text, e.candidates)
                 rows.append({"method": method, "row": e.row, "candidate_ids": e.candidate_ids,
                              "candidate_scores": [float(x) for x in sc], "generated": named,
-                             "invalid_items": invalid, "text": text})
-            progress.update(k, method)
-        df = pl.DataFrame(rows, schema={"method": pl.Utf8, "row": pl.Int64, "candidate_ids": pl.List(pl.Utf8),
-                                        "candidate_scores": pl.List(pl.Float64), "generated": pl.List(pl.Int64),
-                                        "invalid_items": pl.Int64, "text": pl.Utf8})
+                             "invalid_items": invalid, "text": text, "order": (m_i, pos)})
+            progress.update(m_i, method)
+        return rows, md
+
+    def write_scores(self, ws: Workspace, domain: str, rows: list[dict], md: dict) -> dict:
+        """scores/listwise.parquet from the rows of every shard, in the order one process writes them."""
+        rows = sorted(rows, key=lambda r: tuple(r["order"]))
+        df = pl.DataFrame([{k: v for k, v in r.items() if k != "order"} for r in rows],
+                          schema={"method": pl.Utf8, "row": pl.Int64, "candidate_ids": pl.List(pl.Utf8),
+                                  "candidate_scores": pl.List(pl.Float64), "generated": pl.List(pl.Int64),
+                                  "invalid_items": pl.Int64, "text": pl.Utf8})
         path = ws.scores_path(domain, self.kind.scores_family)
         digest = write_parquet_atomic(df.with_columns(pl.lit(ws.split_sha256(domain)).alias("split_sha256")), path)
-        return {**md, "test_lists_scored": len(test), "test_users_scored": len({e.user_id for e in test}),
-                "methods": list(todo), "scores_path": path, "scores_sha256": digest}
+        lists = sorted({r["row"] for r in rows})
+        test = ws.read_split(domain).filter(pl.col("split") == "test")
+        return {**md, "test_lists_scored": len(lists), "test_users_scored": int(test[lists]["user_id"].n_unique()),
+                "methods": list(dict.fromkeys(r["method"] for r in rows)), "scores_path": path, "scores_sha256": digest}
 
 
 LISTWISE = Listwise()
