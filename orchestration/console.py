@@ -26,6 +26,7 @@ import dagster as dg
 from models.config import ConfigError, Settings
 from models.data.workspace import MissingArtifact
 
+
 def user_message(exc: BaseException) -> str | None:
     """The message a user can act on, or None when `exc` is a bug (its traceback is worth having)."""
     if isinstance(exc, (ConfigError, MissingArtifact)):
