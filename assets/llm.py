@@ -260,10 +260,21 @@ def task_assets(cfg: ProjectConfig, lineage: _lineage.LLMLineage, kind: TaskKind
 @meta.classify_failures
 def collm_cie(context: dg.AssetExecutionContext, project: ProjectResource,
               config: LLMRunConfig, gpu: GPUResource) -> dg.MaterializeResult:
-    return _each_domain(context, project, config, "collm",
-                        lambda ws, d, prof, log: collm_train.train_and_score(ws, d, project.config.domains[d].item_noun,
-                                                                             prof, log), "scores_sha256",
-                        launch=_in_process(gpu))
+    launch = gpu.plan()
+
+    def run(ws: Workspace, d: str, prof: Profile, log) -> dict:
+        noun = project.config.domains[d].item_noun
+        if launch.launcher != "torchrun":
+            return collm_train.train_and_score(ws, d, noun, prof, log)
+        # every rank trains the CIE (DDP), rank 0 scores and reports, as for the adapters
+        resolve_model_path(prof.model, ws.models_dir)
+        reported = run_torchrun(context, launch, "orchestration.pipes_train",
+                                {"stage": "collm", "data_dir": project.data_dir, "domain": d, "noun": noun,
+                                 "profile": prof.model_dump(mode="json")}, str(PROJECT_ROOT))
+        return {k: v.value for k, v in reported.metadata.items()}
+
+    return _each_domain(context, project, config, "collm", run, "scores_sha256",
+                        launch=launch if launch.launcher == "torchrun" else _in_process(gpu))
 
 
 def build_llm_assets(cfg: ProjectConfig, lineage: _lineage.LLMLineage) -> list:

@@ -1,4 +1,4 @@
-"""LoRA training out of process, through Dagster Pipes: the LLM assets start this module with
+"""LoRA (and CoLLM's CIE) training out of process, through Dagster Pipes: the LLM assets start this module with
 PipesSubprocessClient when LLMREC_TRAIN_PIPES=1 (one process; PipesK8sClient on Kubernetes, see
 docs/operations.md), and under `torchrun --nproc_per_node N` when the `gpu` resource asks for N > 1
 processes (assets/_gpus.py). It runs the same trainer as in process (models.stages.adapters.train_adapter,
@@ -55,14 +55,21 @@ def main() -> None:
 
         if world > 1:
             log(join_process_group(os.environ.get("LLMREC_DIST_BACKEND", "gloo")))
-        log(f"pipes trainer: {ex['kind']} on {', '.join(ex['domains'])} ({ex['task']} task)")
+        ws, prof = Workspace(Path(ex["data_dir"])), Profile.model_validate(ex["profile"])
         try:
-            md = train_adapter(Workspace(Path(ex["data_dir"])), load_config(Path(ex["config_path"])),
-                               list(ex["domains"]), ex["kind"], ex["task"], Profile.model_validate(ex["profile"]),
-                               log=log)
+            if ex.get("stage") == "collm":  # CoLLM's CIE of one domain, trained and scored
+                from models.stages.collm import train_and_score
+
+                log(f"pipes trainer: CoLLM's CIE on {ex['domain']}")
+                md, version = train_and_score(ws, ex["domain"], ex["noun"], prof, log=log), "scores_sha256"
+            else:
+                log(f"pipes trainer: {ex['kind']} on {', '.join(ex['domains'])} ({ex['task']} task)")
+                md = train_adapter(ws, load_config(Path(ex["config_path"])), list(ex["domains"]), ex["kind"],
+                                   ex["task"], prof, log=log)
+                version = "adapter_sha256"
             if rank == 0:
                 pipes.report_asset_materialization(metadata={k: _typed(v) for k, v in md.items()},
-                                                   data_version=md["adapter_sha256"][:16])
+                                                   data_version=md[version][:16])
         finally:
             leave_process_group()
 

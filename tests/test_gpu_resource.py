@@ -197,3 +197,27 @@ def test_listwise_scores_on_two_shards_write_the_file_of_one(tmp_path):
     assert (md["shards"], md["world_size"], md["launcher"]) == (2, 2, "shards")
     assert md["test_lists_scored"] == 24
     _same_score_file(one, path)
+
+
+def test_collms_cie_on_two_gloo_processes_equals_one_process(tmp_path):
+    """CoLLM's CIE trained by 2 gloo processes (DDP, the same effective batch) equals the one-process CIE;
+    rank 0 scores with it, so the score files agree too."""
+    settings = write_fixture(tmp_path)
+    add_general_domain(settings)
+    defs = build_definitions(Settings(settings.data_dir, settings.config_path, "smoke"))
+    instance = dg.DagsterInstance.ephemeral()
+    prepare_llm_fixture(defs, instance)
+    assert evaluate_domain(defs, "shop", instance, with_llm=True).success  # the CIE in one process
+    collm_dir = settings.data_dir / "adapters" / "collm" / "shop"
+    one = tmp_path / "one_process"
+    shutil.copytree(collm_dir, one)
+    shutil.copy(settings.data_dir / "domains" / "shop" / "scores" / "collm.parquet", one / "collm.parquet")
+    shutil.rmtree(collm_dir)  # else the finished CIE (same fingerprint) would be reused, not trained again
+    md = _scores_on(defs, instance, "collm_cie", "shop", processes=2)
+    assert (md["world_size"], md["launcher"], md["backend"]) == (2, "torchrun", "gloo")
+    assert md["collm_mf/steps_run"] == md["collm_mf/steps"] == 6 and not md["collm_mf/reused_finished_cie"]
+    cies = sorted(one.glob("*/adapter/cie.safetensors"))
+    assert cies
+    for cie in cies:
+        _same_adapter(cie, collm_dir / cie.relative_to(one))
+    _same_score_file(one / "collm.parquet", settings.data_dir / "domains" / "shop" / "scores" / "collm.parquet")

@@ -55,6 +55,8 @@ def _train_one(ws: Workspace, domain: str, noun: str, prof: Profile, backbone: s
                 "cf_model": cf_name, "cf_sha256": file_sha256(cf_path)}
     # no validation before the first step: a CIE's random start is nothing any check or report compares with
     res = lora_train.train(lm, tr, ty, va, vy, out, cfg, log=log, head=head, identity=identity, untrained=False)
+    if lora_train.rank() != 0:  # under torchrun rank 0 keeps the best CIE and scores with it
+        return head, lm, res, text, ids
     head.load_trained(out / "adapter")
     if peft is not None:
         from peft import set_peft_model_state_dict
@@ -78,6 +80,8 @@ def train_and_score(ws: Workspace, domain: str, noun: str, prof: Profile, log: C
             log(f"{method}: skipped (no pointwise cocktail: the config has no general domain)")
             continue
         head, lm, res, text, ids = _train_one(ws, domain, noun, prof, backbone, cf_name, variant, method, log)
+        if lora_train.rank() != 0:
+            continue
         te, _, rows, used = collm.examples(head, lm.tokenizer, split, titles, text, ids, "test", prof.test_users,
                                            with_labels=False, by_user=True)
         t0 = time.perf_counter()
@@ -97,6 +101,8 @@ def train_and_score(ws: Workspace, domain: str, noun: str, prof: Profile, log: C
         out_rows += [{"method": method, "row": int(r), "score": float(s),
                       "candidate_scores": ranked[int(r)].tolist() if int(r) in ranked else None}
                      for r, s in zip(rows, point)]
+    if lora_train.rank() != 0:  # the other ranks trained; rank 0 scores, draws and writes
+        return {"rank": lora_train.rank()}
     plot = plot_curve(curves, "evaluation", "validation AUC", f"{domain}: CoLLM CIE ({', '.join(prof.collm.variants)})",
                       ws.collm_dir(domain) / "valid_auc.png")
     path = ws.scores_path(domain, "collm")
