@@ -10,10 +10,18 @@ at a time by default, `deploy/local/dagster.yaml`), so two GPU steps never share
 from __future__ import annotations
 
 import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
+
+from assets._metadata import fail
 
 LAUNCHERS = ("auto", "in_process", "torchrun")
 
@@ -106,14 +114,8 @@ def run_torchrun(context: dg.AssetExecutionContext, launch: Launch, module: str,
 
     A rank that dies (killed, out of memory) makes torchrun stop the others; the step then fails once
     with the rank, its exit code or signal and what to do (rematerialize: the trainer resumes from its
-    fingerprinted checkpoint). torchrun's own output goes to `torchrun.log` in the run's compute logs."""
-    import subprocess
-    import sys
-    import tempfile
-    from pathlib import Path
-
-    from assets._metadata import fail
-
+    fingerprinted checkpoint). When it fails, torchrun's own report goes to the step's stderr (its compute
+    log)."""
     reader = dg.PipesCompositeMessageReader([dg.PipesTempFileMessageReader() for _ in range(launch.world_size)])
     torchrun = str(Path(sys.executable).parent / "torchrun")
     command = [torchrun, "--standalone", "--nproc_per_node", str(launch.world_size), "-m", module]
@@ -143,9 +145,6 @@ def run_torchrun(context: dg.AssetExecutionContext, launch: Launch, module: str,
 def rank_failure(output: str, world: int) -> str:
     """Which rank failed and how, from torchrun's error report (`local_rank: 1 (pid: ..)` and
     `exitcode: -9 (pid: ..)`); the last lines when it has none."""
-    import re
-    import signal
-
     ranks = re.findall(r"local_rank\s*:\s*(\d+)", output)
     codes = re.findall(r"exitcode\s*:\s*(-?\d+)", output)
     if ranks and codes:

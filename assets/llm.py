@@ -109,10 +109,9 @@ def _train(context, project: ProjectResource, prof: Profile, config: LLMRunConfi
     return _with_settings({**launch.metadata(), **md}, prof, config, stage), md["adapter_sha256"][:16]
 
 
-def _in_process(gpu: GPUResource) -> Launch:
-    """The steps that run in the step's own process (merging, scoring, CoLLM's CIE): on the resource's
-    first device, one process."""
-    launch = gpu.plan()
+def _in_process(launch: Launch) -> Launch:
+    """A step that runs in the step's own process (merging; scoring and CoLLM's CIE on one process): on
+    the planned launch's first device, one process."""
     return Launch(launch.devices[:1], 1, launch.backend, "in_process")
 
 
@@ -192,11 +191,11 @@ def _cocktail_body(kind: TaskKind):
         if not base_spirit.general_domains(pcfg) and impl.without_general == "skip":  # the ingredient still scores
             result = _each_domain(context, project, config, stage,
                                   lambda ws, d, prof, log: cocktail.without_base_spirit(ws, d, kind.name, log),
-                                  "merge_sha256", kind.name, _in_process(gpu))
+                                  "merge_sha256", kind.name, _in_process(gpu.plan()))
         else:
             result = _each_domain(context, project, config, stage,
                                   lambda ws, d, prof, log: cocktail.make_cocktail(ws, pcfg, d, kind.name, prof, log),
-                                  "model_sha256", kind.name, _in_process(gpu))
+                                  "model_sha256", kind.name, _in_process(gpu.plan()))
         return meta.with_checks(result, _check(kind, "cocktail", result.metadata))
 
     return cocktail_asset
@@ -224,7 +223,7 @@ def _scores_body(kind: TaskKind):
             return impl.score(ws, project.config, d, prof, base["llm"], log)
 
         return _each_domain(context, project, config, kind.stages["scores"], score, "scores_sha256", kind.name,
-                            _in_process(gpu))
+                            _in_process(launch))
 
     return scores_asset
 
@@ -274,7 +273,7 @@ def collm_cie(context: dg.AssetExecutionContext, project: ProjectResource,
         return {k: v.value for k, v in reported.metadata.items()}
 
     return _each_domain(context, project, config, "collm", run, "scores_sha256",
-                        launch=launch if launch.launcher == "torchrun" else _in_process(gpu))
+                        launch=launch if launch.launcher == "torchrun" else _in_process(launch))
 
 
 def build_llm_assets(cfg: ProjectConfig, lineage: _lineage.LLMLineage) -> list:

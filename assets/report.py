@@ -2,7 +2,6 @@
 (Dagster wiring; the report itself is models/reporting/report.py). The report is the only reader of test labels."""
 
 import json
-import math
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -36,9 +35,7 @@ def latest_materialization(instance: dg.DagsterInstance, asset: str, partition: 
 
 
 def _value(result: dict, frame: str, method: str, subset: str, metric: str) -> float | None:
-    est = result.get(frame, {}).get(method, {}).get(subset, {}).get(metric)
-    v = None if est is None or est.get("not_applicable") else est["value"]
-    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+    return report.point(result.get(frame, {}).get(method, {}).get(subset, {}).get(metric))
 
 
 def _same_frames(payload: dict, previous: dict) -> list[str]:

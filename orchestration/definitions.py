@@ -58,4 +58,4 @@ if os.path.basename(sys.argv[0]) == "dagster":
 install_short_failures()
 defs = build_definitions()
 # the domain partitions of the config, and no pool slot held by a killed run, for whatever loads this
-recovery.at_load(defs.resources["project"].config)
+recovery.at_load(defs.resources["project"])

@@ -115,7 +115,7 @@ def dead_run_reaper(context: dg.SensorEvaluationContext) -> dg.SkipReason:
     return dg.SkipReason("every in-flight run's process is alive")
 
 
-def at_load(cfg) -> None:
+def at_load(project) -> None:
     """What loading the code location does to the instance at DAGSTER_HOME: add the config's domains
     it lacks as `domain` partitions (so the CLI, `dagster dev` and a Kubernetes code server can run a
     domain asset on an instance no sensor tick or `make demo` has touched yet), and free the pool
@@ -123,7 +123,8 @@ def at_load(cfg) -> None:
 
     Quiet, and never fails the load (a broken instance shows up when a run is created, with its own
     error). Only with DAGSTER_HOME set to a folder, and not in a multiprocess step process (its parent
-    orchestrates a live run and did this already)."""
+    orchestrates a live run and did this already). `project` is the ProjectResource: its config is read
+    only past those checks."""
     from assets._partitions import sync_domain_partitions
 
     home = os.environ.get("DAGSTER_HOME")
@@ -131,7 +132,7 @@ def at_load(cfg) -> None:
         return
     try:
         with dg.DagsterInstance.get() as instance:
-            added = sync_domain_partitions(cfg, instance)
+            added = sync_domain_partitions(project.config, instance)
             if added:
                 _LOG.info("added domain partitions %s", ", ".join(added))
             reap_dead_runs(instance)

@@ -598,7 +598,7 @@ def plot_metrics(frame: Frame, frame_subsets: list[Subset], result: dict, chance
             labelled = False
             for i, m in enumerate(methods):
                 est = result[m][subset].get(key)
-                if est is None or est.get("not_applicable") or est["value"] is None or math.isnan(est["value"]):
+                if point(est) is None:
                     ax.text(x[i], 0.02, "n/a", rotation=90, fontsize=6, ha="center", va="bottom", color="grey")
                     continue
                 v, lo, hi = est["value"], est["ci_low"], est["ci_high"]
@@ -1162,8 +1162,14 @@ def claims_table(payload: dict) -> list[dict]:
             for c in payload.get("claims") or []]
 
 
-def _value(est: dict | None) -> float | None:
-    """An estimate's point value rounded to 4 places; None when it is not applicable or not a number."""
+def point(est: dict | None) -> float | None:
+    """An estimate's value; None when it is missing, not applicable or not a number (shown as n/a)."""
     if not est or est.get("not_applicable") or est.get("value") is None or math.isnan(est["value"]):
         return None
-    return round(float(est["value"]), 4)
+    return float(est["value"])
+
+
+def _value(est: dict | None) -> float | None:
+    """An estimate's point value rounded to 4 places, for the metadata; None where `point` is None."""
+    v = point(est)
+    return None if v is None else round(v, 4)

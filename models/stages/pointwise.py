@@ -27,7 +27,7 @@ from models.llm import prompts as prompt_mod
 from models.metrics import ranking as metrics
 from models.metrics.frames import sample_positions
 from models.profiles import Profile, TrainConfig
-from models.stages.common import builder
+from models.stages.common import builder, in_file_order, test_users
 from models.stages.mixing import dense_model, methods, skipped
 from models.stages.task import MergePlan, Task, TrainingData
 
@@ -144,15 +144,14 @@ class Pointwise(Task):
 
     def write_scores(self, ws: Workspace, domain: str, rows: list[dict], md: dict) -> dict:
         """scores/llm.parquet from the rows of every shard, in the order one process writes them."""
-        rows = sorted(rows, key=lambda r: tuple(r["order"]))
+        rows = in_file_order(rows)
         scored = sorted({r["row"] for r in rows})
-        test = ws.read_split(domain).filter(pl.col("split") == "test")
         path = ws.scores_path(domain, self.kind.scores_family)
-        digest = write_scores(path, [{k: v for k, v in r.items() if k != "order"} for r in rows],
-                              ws.split_sha256(domain))
-        return {**md, "test_users_scored": int(test[scored]["user_id"].n_unique()), "test_rows_scored": len(scored),
+        digest = write_scores(path, rows, ws.split_sha256(domain))
+        users = test_users(ws, domain)
+        return {**md, "test_users_scored": users[scored].n_unique(), "test_rows_scored": len(scored),
                 "ranking_lists_scored": len({r["row"] for r in rows if r["candidate_scores"] is not None}),
-                "test_rows": test.height, "methods": list(dict.fromkeys(r["method"] for r in rows)),
+                "test_rows": len(users), "methods": list(dict.fromkeys(r["method"] for r in rows)),
                 "scores_path": path, "scores_sha256": digest}
 
 

@@ -33,6 +33,7 @@ from models.llm import heads, listwise, merge
 from models.llm import loading as llm_mod
 from models.metrics import ranking as metrics
 from models.profiles import Profile, TrainConfig
+from models.stages.common import in_file_order, test_users
 from models.stages.mixing import dense_model, methods
 from models.stages.task import MergePlan, Task, TrainingData
 
@@ -198,16 +199,15 @@ class Listwise(Task):
 
     def write_scores(self, ws: Workspace, domain: str, rows: list[dict], md: dict) -> dict:
         """scores/listwise.parquet from the rows of every shard, in the order one process writes them."""
-        rows = sorted(rows, key=lambda r: tuple(r["order"]))
-        df = pl.DataFrame([{k: v for k, v in r.items() if k != "order"} for r in rows],
+        rows = in_file_order(rows)
+        df = pl.DataFrame(rows,
                           schema={"method": pl.Utf8, "row": pl.Int64, "candidate_ids": pl.List(pl.Utf8),
                                   "candidate_scores": pl.List(pl.Float64), "generated": pl.List(pl.Int64),
                                   "invalid_items": pl.Int64, "text": pl.Utf8})
         path = ws.scores_path(domain, self.kind.scores_family)
         digest = write_parquet_atomic(df.with_columns(pl.lit(ws.split_sha256(domain)).alias("split_sha256")), path)
         lists = sorted({r["row"] for r in rows})
-        test = ws.read_split(domain).filter(pl.col("split") == "test")
-        return {**md, "test_lists_scored": len(lists), "test_users_scored": int(test[lists]["user_id"].n_unique()),
+        return {**md, "test_lists_scored": len(lists), "test_users_scored": test_users(ws, domain)[lists].n_unique(),
                 "methods": list(dict.fromkeys(r["method"] for r in rows)), "scores_path": path, "scores_sha256": digest}
 
 
